@@ -1,0 +1,7 @@
+"""Shared fixtures: make the vendored module importable as `taskflow`."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "taskflow_vendor"))
