@@ -287,9 +287,12 @@ class TaskRecord:
         if not brief:
             data["logs"] = list(self.logs) if self.logs else []
             data["stacktrace"] = self.stacktrace
+            attempts = self.attempts
+            if attempts is None and self.started is not None:
+                attempts = [[self.retries_used, self.started, self.ended, self.error]]
             data["attempts"] = [
                 {"attempt": a[0], "start_time": _iso(a[1]), "end_time": _iso(a[2]), "error": a[3]}
-                for a in (self.attempts or ())
+                for a in (attempts or ())
             ]
         if include_args:
             data["args"] = [_display(a) for a in self.args]
@@ -363,6 +366,7 @@ class _Store:
         self.dirty: dict[str, TaskRecord] = {}  # changed since the last database write
         self.idempotency: dict[str, str] = {}
         self.keep_evicted_counts = False  # True with a database: evicted rows stay queryable
+        self.track_dirty = False  # True with a database: changed records wait to be written
         self.seq = 0
         self.changes: deque[tuple[int, str]] = deque(maxlen=8192)
         self.watchers: set[asyncio.Event] = set()
@@ -382,7 +386,8 @@ class _Store:
     def notify(self, record: TaskRecord) -> None:
         """Record that ``record`` changed: mark it for writing and wake listeners."""
         self.seq += 1
-        self.dirty[record.task_id] = record
+        if self.track_dirty:
+            self.dirty[record.task_id] = record
         self.changes.append((self.seq, record.task_id))
         for event in self.watchers:
             event.set()
@@ -430,11 +435,11 @@ class _Store:
         record = self.records.pop(task_id, None)
         if record is None:
             return None
-        if record.idempotency_key and self.idempotency.get(record.idempotency_key) == task_id:
-            # An evicted record keeps its key only while a database can answer for it.
-            if not (evicted and self.keep_evicted_counts):
-                del self.idempotency[record.idempotency_key]
+        # An evicted record stays counted, and keeps its idempotency key, only while a
+        # database can still answer for it.
         if not (evicted and self.keep_evicted_counts):
+            if record.idempotency_key and self.idempotency.get(record.idempotency_key) == task_id:
+                del self.idempotency[record.idempotency_key]
             self.func(record.func_name).counts[record.status] -= 1
         return record
 
@@ -1372,7 +1377,7 @@ class TaskManager:
         self._registry: dict[str, tuple[Callable[..., Any], TaskConfig]] = {}
         self._configs: dict[Any, TaskConfig] = {}
         self._store = _Store(max_history)
-        self._store.keep_evicted_counts = self.snapshot_db is not None
+        self._store.keep_evicted_counts = self._store.track_dirty = self.snapshot_db is not None
         self._jobs: dict[str, _Job] = {}
         self._backlog: list[_Job] = []
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -1554,7 +1559,13 @@ class TaskManager:
         job = _Job(record, func, config, context)
         job.held = held
         self._jobs[record.task_id] = job
-        self._store.add(record)
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            # A sync endpoint runs in a worker thread: make the record visible at once,
+            # count it and wake listeners on the loop, which owns the store.
+            self._store.records[record.task_id] = record
+            self._loop.call_soon_threadsafe(self._store.add, record)
+        else:
+            self._store.add(record)
         self._event(record, "info", "created")
         return job, record.task_id
 
@@ -1596,9 +1607,7 @@ class TaskManager:
                 return
         try:
             if record.status is not TaskStatus.PENDING or self._closing:
-                if self._closing and record.status is TaskStatus.PENDING:
-                    self._backlog.append(job)  # shutdown decides what happens to it
-                return
+                return  # cancelled while waiting, or shutting down: shutdown() decides
             await self._attempts(job, record, config)
         finally:
             if self._slots is not None:
@@ -1608,10 +1617,13 @@ class TaskManager:
         record.started = time.time()
         self._store.move(record, TaskStatus.RUNNING)
         self._event(record, "info", "running")
+        entries: list[list[Any]] = []
         while True:
             attempt = job.attempt
             entry: list[Any] = [attempt, time.time(), None, None]
-            record.attempts = (record.attempts or []) + [entry]
+            entries.append(entry)
+            if len(entries) > 1:  # one attempt is told by start/end/error; save the memory
+                record.attempts = entries
             if attempt:
                 record.retries_used = attempt
                 self._event(record, "info", f"retry {attempt} of {config.retries}")
@@ -1693,6 +1705,8 @@ class TaskManager:
             return  # cancel() already recorded it
         if job.stop == "cancel":
             self._finish(job, TaskStatus.CANCELLED, error="cancelled")
+        elif record.status is TaskStatus.PENDING:
+            job.handle = None  # never started: shutdown() decides whether it is kept
         elif job.config.requeue_on_interrupt and self._db is not None:
             record.requeue = True
             self._store.move(record, TaskStatus.PENDING)
@@ -2341,9 +2355,13 @@ def _auth_backend(auth: Any) -> TaskAuthBackend | None:
     if auth is None or isinstance(auth, TaskAuthBackend):
         return auth
     pairs = [auth] if isinstance(auth, tuple) else auth
-    if isinstance(pairs, list) and pairs and all(
-        isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) and x for x in p)
-        for p in pairs
+    if (
+        isinstance(pairs, list)
+        and pairs
+        and all(
+            isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) and x for x in p)
+            for p in pairs
+        )
     ):
         return _StaticAuth(pairs)
     raise TypeError(
@@ -2559,7 +2577,9 @@ class _Admin:
         self.throttle = _Throttle()
         self.revoked: dict[str, float] = {}  # session id -> when its cookie would expire
         self.templates = jinja2.Environment(
-            loader=jinja2.DictLoader({"dashboard.html": _DASHBOARD_HTML, "login.html": _LOGIN_HTML}),
+            loader=jinja2.DictLoader(
+                {"dashboard.html": _DASHBOARD_HTML, "login.html": _LOGIN_HTML}
+            ),
             autoescape=True,
         )
         self.asset_version = hashlib.sha256((_APP_JS + _APP_CSS).encode()).hexdigest()[:12]
@@ -2626,8 +2646,11 @@ class _Admin:
             until: datetime | None = None,
             limit: int = Query(100, ge=1, le=1000),
             offset: int = Query(0, ge=0, le=10**9),
-            sort: str = Query("-created_at", pattern=r"^-?(created_at|start_time|end_time|"
-                              r"duration|func_name|status)$"),  # fmt: skip
+            sort: str = Query(
+                "-created_at",
+                pattern=r"^-?(created_at|start_time|end_time|"
+                r"duration|func_name|status)$",
+            ),  # fmt: skip
         ) -> Response:
             records, total = await manager.query(status=status, func_name=func_name, q=q,
                                                  since=since, until=until, limit=limit,
@@ -3089,8 +3112,6 @@ class TaskAdmin:
         app.include_router(admin.dashboard_router())  # before the API's /{task_id}
         app.include_router(admin.api_router())
         task_manager.init_app(app)
-
-
 
 
 # =============================================================================
@@ -4356,7 +4377,6 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   if (m) openDetail(decodeURIComponent(m[1]));
 })();
 """
-
 
 
 if __name__ == "__main__":
