@@ -1,0 +1,49 @@
+"""Pattern 1, TaskAdmin: the web app, with the task dashboard and API mounted next to your routes.
+
+Choose this for most services. One call mounts the dashboard and the task API under DASHBOARD_PATH,
+behind a login, and ties task_manager.startup()/shutdown() to the app's lifespan. With
+auto_install=True, routes keep the plain `BackgroundTasks` parameter they already use, and
+`add_task` returns the id of a tracked task.
+
+Run: uvicorn <package>.main:app, then open http://127.0.0.1:8000<DASHBOARD_PATH>/dashboard
+"""
+
+from fastapi import BackgroundTasks, FastAPI
+
+from .settings import PROJECT_NAME, settings
+from .taskflow import TaskAdmin
+from .tasks import build_report, send_welcome_email, sync_legacy_crm, task_manager
+
+app = FastAPI(title=PROJECT_NAME)
+
+TaskAdmin(
+    app,
+    task_manager,
+    path=settings.dashboard_path,
+    auto_install=True,
+    auth=(settings.dashboard_user, settings.dashboard_password),
+    secret_key=settings.session_secret,
+    title=settings.dashboard_title,
+)
+
+
+@app.post("/signup", status_code=202)
+def signup(email: str, background_tasks: BackgroundTasks) -> dict[str, str]:
+    task_id = background_tasks.add_task(send_welcome_email, email)
+    return {"task_id": task_id}
+
+
+@app.post("/reports", status_code=202)
+def request_report(
+    account_id: int, background_tasks: BackgroundTasks, period: str = "month"
+) -> dict[str, str]:
+    task_id = background_tasks.add_task(
+        build_report, account_id, period, tags={"account": str(account_id), "period": period}
+    )
+    return {"task_id": task_id}
+
+
+@app.post("/crm-sync", status_code=202)
+def crm_sync(record_id: int, background_tasks: BackgroundTasks) -> dict[str, str]:
+    task_id = background_tasks.add_task(sync_legacy_crm, record_id)
+    return {"task_id": task_id}

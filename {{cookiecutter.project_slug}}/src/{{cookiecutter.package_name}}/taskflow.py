@@ -1,0 +1,4388 @@
+"""taskflow: tracked background tasks for FastAPI, without a broker, in one file.
+
+Copy this file into your application and import it from wherever it lands
+(``from app.vendor.taskflow import TaskManager``). It gives FastAPI's
+``BackgroundTasks`` task ids, statuses, retries with backoff, SQLite persistence,
+requeue after restart, retention, task logs, a JSON API and a live dashboard.
+
+Requires: fastapi (with starlette and pydantic), aiosqlite, itsdangerous, jinja2.
+Python 3.10 or newer. ``python taskflow.py --version`` tells which copy you have.
+
+Deliberate choices, documented in docs/design_decisions.md:
+
+* Tasks added during a request start after the response is sent (as with
+  FastAPI's own ``BackgroundTasks``) but run concurrently, not one after another.
+* ``persist=True`` tasks are committed to SQLite before the response that
+  returned their id is sent; everything else is written in batches.
+* Cancelling a running *sync* task marks it cancelled and ignores its result; the
+  thread itself cannot be stopped and runs to its end.
+
+Copyright (c) 2026 the taskflow authors. SPDX-License-Identifier: MIT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import csv
+import dataclasses
+import enum
+import functools
+import hashlib
+import hmac
+import inspect
+import io
+import json
+import logging
+import math
+import os
+import queue
+import random
+import re
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import aiosqlite
+import fastapi.dependencies.utils as _fastapi_dependency_utils
+import jinja2
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as FastAPIPath
+from fastapi.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from pydantic import BaseModel, Field
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # engine
+    "TaskManager",
+    "TaskConfig",
+    "TaskRecord",
+    "TaskStatus",
+    "TaskContext",
+    "ManagedBackgroundTasks",
+    "task_log",
+    "get_task_context",
+    # errors
+    "TaskflowError",
+    "TaskNotFound",
+    "TaskStateError",
+    "TaskArgumentError",
+    "TaskflowDatabaseError",
+    # admin
+    "TaskAdmin",
+    "TaskAuthBackend",
+    "__version__",
+]
+
+logger = logging.getLogger(__name__)
+
+_UTC = timezone.utc
+_MAX_LOG_LINES = 1000  # per task; older lines are dropped first
+_MAX_TRACEBACK = 16 * 1024  # characters kept from the end of a traceback
+_MAX_ERROR = 2000
+
+
+# =============================================================================
+# Models
+# =============================================================================
+
+
+class TaskflowError(Exception):
+    """Base class of every error taskflow raises on purpose."""
+
+
+class TaskNotFound(TaskflowError, KeyError):
+    """No task with this id is known (in memory or in the database)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "task not found"
+
+
+class TaskStateError(TaskflowError, ValueError):
+    """The task is in a state that does not allow the requested action."""
+
+
+class TaskArgumentError(TaskflowError, ValueError):
+    """Arguments of a ``persist=True`` task cannot be stored as JSON."""
+
+
+class TaskflowDatabaseError(TaskflowError, RuntimeError):
+    """The ``snapshot_db`` file cannot be used (unreadable, foreign or too new)."""
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its life: pending, running, then one final status."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        """True for success, failed, cancelled and interrupted."""
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED}
+)
+_LIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+_STATUS_VALUES = tuple(s.value for s in TaskStatus)
+
+
+def _name_of(func: Callable[..., Any]) -> str:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """Options of a registered task, as given to ``@task_manager.task(...)``."""
+
+    name: str
+    retries: int = 0
+    delay: float = 0.0
+    backoff: float = 1.0
+    persist: bool = False
+    requeue_on_interrupt: bool = False
+    timeout: float | None = None
+    jitter: bool = False
+    max_delay: float | None = None
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def delay_for(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
+        wait = self.delay * self.backoff ** (retry - 1)
+        if self.max_delay is not None:
+            wait = min(wait, self.max_delay)
+        if self.jitter:
+            wait = random.uniform(0, wait)  # "full jitter": spreads retries of many tasks
+        return wait
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, _UTC).isoformat()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, _UTC)
+
+
+class TaskRecord:
+    """One task: what ran, when, how it ended, and what it logged.
+
+    Times are kept as POSIX seconds to keep records small (memory holds up to
+    ``max_history`` of them); the ``created_at``/``start_time``/``end_time``
+    properties give timezone-aware UTC datetimes.
+    """
+
+    __slots__ = (
+        "task_id",
+        "func_name",
+        "status",
+        "created",
+        "started",
+        "ended",
+        "retries_used",
+        "error",
+        "stacktrace",
+        "logs",
+        "tags",
+        "args",
+        "kwargs",
+        "retry_of",
+        "idempotency_key",
+        "attempts",
+        "persist",
+        "requeue",
+        "durable",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        func_name: str,
+        *,
+        status: TaskStatus = TaskStatus.PENDING,
+        created: float | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        retry_of: str | None = None,
+        idempotency_key: str | None = None,
+        persist: bool = False,
+    ) -> None:
+        self.task_id = task_id
+        self.func_name = func_name
+        self.status = status
+        self.created = time.time() if created is None else created
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.retries_used = 0
+        self.error: str | None = None
+        self.stacktrace: str | None = None
+        self.logs: list[str] | None = None
+        self.tags = tags or None
+        self.args = args
+        self.kwargs = kwargs or _EMPTY_KWARGS
+        self.retry_of = retry_of
+        self.idempotency_key = idempotency_key
+        self.attempts: list[list[Any]] | None = None  # [attempt, start, end, error]
+        self.persist = persist
+        self.requeue = persist  # run again after a restart if still unfinished
+        self.durable = False  # committed to SQLite at least once
+
+    created_at = property(lambda self: _dt(self.created), doc="Creation time (UTC).")
+    start_time = property(lambda self: _dt(self.started), doc="Start of the first attempt.")
+    end_time = property(lambda self: _dt(self.ended), doc="When the task reached a final status.")
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (retry waits included), or None."""
+        if self.started is None or self.ended is None:
+            return None
+        return max(0.0, self.ended - self.started)
+
+    def to_dict(self, *, include_args: bool = False, brief: bool = False) -> dict[str, Any]:
+        """The record as JSON-ready data; ``brief`` leaves out logs and traceback."""
+        data: dict[str, Any] = {
+            "task_id": self.task_id,
+            "func_name": self.func_name,
+            "status": self.status.value,
+            "created_at": _iso(self.created),
+            "start_time": _iso(self.started),
+            "end_time": _iso(self.ended),
+            "duration": self.duration,
+            "retries_used": self.retries_used,
+            "error": self.error,
+            "tags": dict(self.tags) if self.tags else {},
+            "retry_of": self.retry_of,
+        }
+        if not brief:
+            data["logs"] = list(self.logs) if self.logs else []
+            data["stacktrace"] = self.stacktrace
+            attempts = self.attempts
+            if attempts is None and self.started is not None:
+                attempts = [[self.retries_used, self.started, self.ended, self.error]]
+            data["attempts"] = [
+                {"attempt": a[0], "start_time": _iso(a[1]), "end_time": _iso(a[2]), "error": a[3]}
+                for a in (attempts or ())
+            ]
+        if include_args:
+            data["args"] = [_display(a) for a in self.args]
+            data["kwargs"] = {k: _display(v) for k, v in self.kwargs.items()}
+        return data
+
+    def __repr__(self) -> str:
+        return f"<TaskRecord {self.task_id} {self.func_name} {self.status.value}>"
+
+
+_EMPTY_KWARGS: dict[str, Any] = {}
+
+
+class _Unstored(tuple):
+    """Arguments read back from a row that could not store them (they were not JSON)."""
+
+
+_UNSTORED = _Unstored()
+
+
+def _display(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskContext:
+    """What a running task can learn about itself through ``get_task_context()``."""
+
+    task_id: str
+    func_name: str
+    attempt: int
+    tags: dict[str, str]
+
+
+# =============================================================================
+# Store: the in-memory view (live tasks plus the newest finished ones),
+# counters for metrics, and the change feed the dashboard listens to.
+# =============================================================================
+
+
+class _FuncStats:
+    __slots__ = ("counts", "dur_n", "dur_sum", "dur_min", "dur_max")
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(TaskStatus, 0)
+        self.dur_n = 0
+        self.dur_sum = 0.0
+        self.dur_min: float | None = None
+        self.dur_max: float | None = None
+
+    def add_duration(self, d: float, n: int = 1, total: float | None = None) -> None:
+        self.dur_n += n
+        self.dur_sum += d if total is None else total
+        self.dur_min = d if self.dur_min is None else min(self.dur_min, d)
+        self.dur_max = d if self.dur_max is None else max(self.dur_max, d)
+
+
+class _Store:
+    """Records in memory, bounded: live ones plus the newest ``max_history`` finished."""
+
+    def __init__(self, max_history: int) -> None:
+        self.max_history = max_history
+        self.records: dict[str, TaskRecord] = {}
+        self.finished: deque[str] = deque()
+        self.dirty: dict[str, TaskRecord] = {}  # changed since the last database write
+        self.idempotency: dict[str, str] = {}
+        self.keep_evicted_counts = False  # True with a database: evicted rows stay queryable
+        self.track_dirty = False  # True with a database: changed records wait to be written
+        self.seq = 0
+        self.changes: deque[tuple[int, str]] = deque(maxlen=8192)
+        self.watchers: set[asyncio.Event] = set()
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        self.funcs: dict[str, _FuncStats] = {}
+        self.minutes: dict[int, list[int]] = {}  # minute -> [success, failed]
+        self.durations: deque[tuple[str, float]] = deque(maxlen=max(1000, self.max_history))
+
+    def func(self, name: str) -> _FuncStats:
+        stats = self.funcs.get(name)
+        if stats is None:
+            stats = self.funcs[name] = _FuncStats()
+        return stats
+
+    def notify(self, record: TaskRecord) -> None:
+        """Record that ``record`` changed: mark it for writing and wake listeners."""
+        self.seq += 1
+        if self.track_dirty:
+            self.dirty[record.task_id] = record
+        self.changes.append((self.seq, record.task_id))
+        for event in self.watchers:
+            event.set()
+
+    def add(self, record: TaskRecord) -> None:
+        self.records[record.task_id] = record
+        self.func(record.func_name).counts[record.status] += 1
+        if record.idempotency_key:
+            self.idempotency[record.idempotency_key] = record.task_id
+        if record.status in _FINAL:
+            self.finished.append(record.task_id)
+        self.notify(record)
+
+    def move(self, record: TaskRecord, status: TaskStatus) -> None:
+        old = record.status
+        if old is status:
+            return
+        counts = self.func(record.func_name).counts
+        counts[old] -= 1
+        counts[status] += 1
+        record.status = status
+        if status in _FINAL:
+            self._finished(record)
+        self.notify(record)
+
+    def _finished(self, record: TaskRecord) -> None:
+        duration = record.duration
+        if duration is not None:
+            self.func(record.func_name).add_duration(duration)
+            self.durations.append((record.func_name, duration))
+        if record.status in (TaskStatus.SUCCESS, TaskStatus.FAILED) and record.ended:
+            minute = int(record.ended // 60)
+            slot = self.minutes.get(minute)
+            if slot is None:
+                slot = self.minutes[minute] = [0, 0]
+                horizon = minute - 60
+                for old in [m for m in self.minutes if m < horizon]:
+                    del self.minutes[old]
+            slot[record.status is TaskStatus.FAILED] += 1
+        self.finished.append(record.task_id)
+        while len(self.finished) > self.max_history:
+            self.forget(self.finished.popleft(), evicted=True)
+
+    def forget(self, task_id: str, *, evicted: bool = False) -> TaskRecord | None:
+        record = self.records.pop(task_id, None)
+        if record is None:
+            return None
+        # An evicted record stays counted, and keeps its idempotency key, only while a
+        # database can still answer for it.
+        if not (evicted and self.keep_evicted_counts):
+            if record.idempotency_key and self.idempotency.get(record.idempotency_key) == task_id:
+                del self.idempotency[record.idempotency_key]
+            self.func(record.func_name).counts[record.status] -= 1
+        return record
+
+    def metrics(self) -> dict[str, Any]:
+        counts = dict.fromkeys(_STATUS_VALUES, 0)
+        functions: dict[str, Any] = {}
+        overall = _FuncStats()
+        per_func_durations: dict[str, list[float]] = {}
+        for name, d in self.durations:
+            per_func_durations.setdefault(name, []).append(d)
+        for name, stats in sorted(self.funcs.items()):
+            fc = {s.value: n for s, n in stats.counts.items()}
+            total = sum(fc.values())
+            if not total:
+                continue
+            for key, n in fc.items():
+                counts[key] += n
+            if stats.dur_n:
+                overall.add_duration(stats.dur_min, stats.dur_n, stats.dur_sum)  # type: ignore[arg-type]
+                overall.dur_max = max(overall.dur_max or 0.0, stats.dur_max or 0.0)
+            p50, p95 = _percentiles(per_func_durations.get(name, ()))
+            functions[name] = {
+                "total": total,
+                **fc,
+                "success_rate": _rate(fc),
+                "avg": round(stats.dur_sum / stats.dur_n, 6) if stats.dur_n else None,
+                "min": stats.dur_min,
+                "max": stats.dur_max,
+                "p50": p50,
+                "p95": p95,
+            }
+        p50, p95 = _percentiles([d for _, d in self.durations])
+        avg = overall.dur_sum / overall.dur_n if overall.dur_n else 0.0
+        now_minute = int(time.time() // 60)
+        per_minute = []
+        for minute in range(now_minute - 59, now_minute + 1):
+            slot = self.minutes.get(minute, (0, 0))
+            per_minute.append(
+                {"minute": _iso(minute * 60.0), "success": slot[0], "failed": slot[1]}
+            )
+        return {
+            "total": sum(counts.values()),
+            **counts,
+            "success_rate": _rate(counts),
+            "avg_duration_seconds": round(avg, 6),
+            "duration": {
+                "min": overall.dur_min,
+                "max": overall.dur_max,
+                "avg": round(avg, 6) if overall.dur_n else None,
+                "p50": p50,
+                "p95": p95,
+            },
+            "functions": functions,
+            "per_minute": per_minute,
+        }
+
+
+def _rate(counts: dict[str, int]) -> float:
+    done = counts["success"] + counts["failed"] + counts["interrupted"]
+    return round(counts["success"] / done, 4) if done else 0.0
+
+
+def _percentiles(values: Iterable[float]) -> tuple[float | None, float | None]:
+    ordered = sorted(values)
+    if not ordered:
+        return None, None
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 6)
+
+    return pick(0.50), pick(0.95)
+
+
+# =============================================================================
+# Persistence: one SQLite file through aiosqlite, shared safely by processes.
+# =============================================================================
+
+_APPLICATION_ID = 0x54464C57  # "TFLW" in the SQLite header marks our files
+_SCHEMA_VERSION = 1
+_STALE_AFTER = 30.0  # seconds without heartbeat before another host's process counts as dead
+_COLUMNS = (
+    "task_id, func_name, status, created_at, start_time, end_time, duration, retries_used, "
+    "error, stacktrace, logs, tags, args, kwargs, retry_of, idempotency_key, attempts, "
+    "persist, requeue, owner"
+)
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS tasks (
+        task_id TEXT PRIMARY KEY,
+        func_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        start_time REAL,
+        end_time REAL,
+        duration REAL,
+        retries_used INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        stacktrace TEXT,
+        logs TEXT,
+        tags TEXT,
+        args TEXT,
+        kwargs TEXT,
+        retry_of TEXT,
+        idempotency_key TEXT,
+        attempts TEXT,
+        persist INTEGER NOT NULL DEFAULT 0,
+        requeue INTEGER NOT NULL DEFAULT 0,
+        owner TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at)",
+    "CREATE INDEX IF NOT EXISTS tasks_status_created ON tasks (status, created_at)",
+    "CREATE INDEX IF NOT EXISTS tasks_func_created ON tasks (func_name, created_at)",
+    "CREATE INDEX IF NOT EXISTS tasks_end ON tasks (end_time)",
+    "CREATE INDEX IF NOT EXISTS tasks_idem ON tasks (idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        task_id TEXT,
+        detail TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS instances (
+        owner TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        heartbeat REAL NOT NULL
+    )""",
+]
+# Forward migrations: _MIGRATIONS[n] takes a file from user_version n to n + 1.
+_MIGRATIONS: dict[int, list[str]] = {}
+
+_SORTS = {
+    "created_at": "created_at",
+    "duration": "duration",
+    "func_name": "func_name",
+    "status": "status",
+    "start_time": "start_time",
+    "end_time": "end_time",
+}
+
+
+def _json_or_none(value: Any) -> str | None:
+    if not value:
+        return None
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _encode_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """JSON of the arguments, or None when JSON cannot hold them faithfully."""
+    try:
+        encoded = (
+            json.dumps(list(args), separators=(",", ":")),
+            json.dumps(kwargs, separators=(",", ":")),
+        )
+    except (TypeError, ValueError):
+        return None
+    # Tuples come back as lists and non-str dict keys as str: refuse what would not round-trip.
+    if json.loads(encoded[0]) != list(args) or json.loads(encoded[1]) != kwargs:
+        return None
+    return encoded
+
+
+def _row(record: TaskRecord, owner: str) -> tuple[Any, ...]:
+    encoded = _encode_args(record.args, record.kwargs)
+    return (
+        record.task_id,
+        record.func_name,
+        record.status.value,
+        record.created,
+        record.started,
+        record.ended,
+        record.duration,
+        record.retries_used,
+        record.error,
+        record.stacktrace,
+        _json_or_none(record.logs),
+        _json_or_none(record.tags),
+        encoded[0] if encoded else None,
+        encoded[1] if encoded else None,
+        record.retry_of,
+        record.idempotency_key,
+        _json_or_none(record.attempts),
+        int(record.persist),
+        int(record.requeue and encoded is not None),
+        owner,
+    )
+
+
+def _record_from_row(row: Any) -> TaskRecord:
+    (
+        task_id,
+        func_name,
+        status,
+        created,
+        started,
+        ended,
+        _duration,
+        retries_used,
+        error,
+        stacktrace,
+        logs,
+        tags,
+        args,
+        kwargs,
+        retry_of,
+        idem,
+        attempts,
+        persist,
+        requeue,
+        _owner,
+    ) = row
+    record = TaskRecord(
+        task_id,
+        func_name,
+        status=TaskStatus(status),
+        created=created,
+        args=tuple(json.loads(args)) if args is not None else _UNSTORED,
+        kwargs=json.loads(kwargs) if kwargs else None,
+        tags=json.loads(tags) if tags else None,
+        retry_of=retry_of,
+        idempotency_key=idem,
+        persist=bool(persist),
+    )
+    record.requeue = bool(requeue)
+    record.started, record.ended = started, ended
+    record.retries_used = retries_used
+    record.error, record.stacktrace = error, stacktrace
+    record.logs = json.loads(logs) if logs else None
+    record.attempts = json.loads(attempts) if attempts else None
+    record.durable = True
+    return record
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+class _Database:
+    """The SQLite file: schema, batched writes, queries, claims and the audit trail."""
+
+    def __init__(self, path: str, owner: str) -> None:
+        self.path = path
+        self.owner = owner
+        self.conn: aiosqlite.Connection | None = None
+
+    def _fail(self, why: str) -> TaskflowDatabaseError:
+        return TaskflowDatabaseError(f"snapshot_db={self.path!r}: {why}")
+
+    async def open(self) -> None:
+        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            try:
+                with open(self.path, "rb") as fh:
+                    header = fh.read(16)
+            except OSError as exc:
+                raise self._fail(f"cannot be read ({exc.strerror})") from exc
+            if header != b"SQLite format 3\x00":
+                raise self._fail("is not a SQLite database; refusing to touch it")
+        try:
+            self.conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=30.0)
+            await self.conn.execute("PRAGMA busy_timeout = 30000")
+            await self.conn.execute("PRAGMA journal_mode = WAL")
+            await self.conn.execute("PRAGMA synchronous = NORMAL")
+            await self._prepare_schema()
+        except TaskflowDatabaseError:
+            await self.close()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise self._fail(f"cannot be opened as a taskflow database ({exc})") from exc
+
+    async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        assert self.conn is not None
+        async with self.conn.execute(sql, tuple(params)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def _prepare_schema(self) -> None:
+        assert self.conn is not None
+        await self.conn.execute("BEGIN IMMEDIATE")  # one process at a time creates or migrates
+        try:
+            app_id = await self._scalar("PRAGMA application_id")
+            version = await self._scalar("PRAGMA user_version")
+            tables = await self._scalar("SELECT count(*) FROM sqlite_master")
+            if app_id == 0 and version == 0 and tables == 0:
+                for statement in _SCHEMA:
+                    await self.conn.execute(statement)
+                await self.conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                await self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            elif app_id != _APPLICATION_ID:
+                raise self._fail("belongs to another application (it is not a taskflow database)")
+            elif version > _SCHEMA_VERSION:
+                raise self._fail(
+                    f"was written by a newer taskflow (schema {version}, this copy knows "
+                    f"{_SCHEMA_VERSION}); update taskflow.py"
+                )
+            else:
+                while version < _SCHEMA_VERSION:
+                    for statement in _MIGRATIONS[version]:
+                        await self.conn.execute(statement)
+                    version += 1
+                    await self.conn.execute(f"PRAGMA user_version = {version}")
+            await self.conn.execute("COMMIT")
+        except BaseException:
+            await self.conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            try:
+                await conn.close()
+            except Exception:  # closing must never mask the original error
+                logger.debug("closing %s failed", self.path, exc_info=True)
+
+    async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> None:
+        """Upsert ``rows`` in one transaction (and refresh this process's heartbeat)."""
+        assert self.conn is not None
+        placeholders = ", ".join("?" * 20)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
+        await self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                await self.conn.executemany(
+                    f"INSERT INTO tasks ({_COLUMNS}) VALUES ({placeholders}) "
+                    f"ON CONFLICT(task_id) DO UPDATE SET {updates}",
+                    rows,
+                )
+            if heartbeat:
+                await self.conn.execute(
+                    "INSERT INTO instances (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
+                    (self.owner, socket.gethostname(), os.getpid(), time.time()),
+                )
+            await self.conn.execute("COMMIT")
+        except BaseException:
+            await self.conn.execute("ROLLBACK")
+            raise
+
+    async def leave(self) -> None:
+        """Forget this process's heartbeat, so others may claim what it left pending."""
+        assert self.conn is not None
+        await self.conn.execute("DELETE FROM instances WHERE owner = ?", (self.owner,))
+
+    async def _dead_owners(self) -> list[str]:
+        assert self.conn is not None
+        async with self.conn.execute(
+            "SELECT DISTINCT owner FROM tasks WHERE status IN ('pending', 'running') "
+            "AND owner IS NOT NULL AND owner != ?",
+            (self.owner,),
+        ) as cur:
+            owners = [r[0] for r in await cur.fetchall()]
+        if not owners:
+            return []
+        async with self.conn.execute("SELECT owner, host, pid, heartbeat FROM instances") as cur:
+            alive = {r[0]: r[1:] for r in await cur.fetchall()}
+        host, now, dead = socket.gethostname(), time.time(), []
+        for owner in owners:
+            info = alive.get(owner)
+            if info is None:
+                dead.append(owner)  # left gracefully, or its row was never written
+            elif info[0] == host and not _pid_alive(info[1]) or now - info[2] > _STALE_AFTER:
+                dead.append(owner)
+        return dead
+
+    async def claim_orphans(self, names: Iterable[str]) -> list[TaskRecord]:
+        """Take over unfinished rows of dead processes; each row goes to one claimant.
+
+        Only rows of functions this process knows are claimed: another process
+        sharing the file may be the one that can run them.
+        """
+        assert self.conn is not None
+        names = list(names)
+        dead = await self._dead_owners()
+        if not dead or not names:
+            return []
+        claimed: list[TaskRecord] = []
+        marks = ", ".join("?" * len(names))
+        await self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for owner in dead:
+                # The owner check inside the UPDATE makes the claim atomic across processes.
+                async with self.conn.execute(
+                    f"UPDATE tasks SET owner = ? WHERE owner = ? AND status IN "
+                    f"('pending', 'running') AND func_name IN ({marks}) RETURNING {_COLUMNS}",
+                    (self.owner, owner, *names),
+                ) as cur:
+                    claimed.extend(_record_from_row(r) for r in await cur.fetchall())
+            await self.conn.execute("COMMIT")
+        except BaseException:
+            await self.conn.execute("ROLLBACK")
+            raise
+        return claimed
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        assert self.conn is not None
+        async with self.conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return _record_from_row(row) if row else None
+
+    async def query(
+        self, where: str, params: list[Any], order: str, limit: int, offset: int
+    ) -> tuple[list[TaskRecord], int]:
+        assert self.conn is not None
+        async with self.conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks{where} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        ) as cur:
+            rows = await cur.fetchall()
+        total = await self._scalar(f"SELECT count(*) FROM tasks{where}", params)
+        return [_record_from_row(r) for r in rows], int(total or 0)
+
+    async def delete_finished_before(self, cutoff: float) -> int:
+        assert self.conn is not None
+        await self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = await self.conn.execute(
+                "DELETE FROM tasks WHERE status IN ('success', 'failed', 'cancelled', "
+                "'interrupted') AND end_time < ?",
+                (cutoff,),
+            )
+            await self.conn.execute("COMMIT")
+        except BaseException:
+            await self.conn.execute("ROLLBACK")
+            raise
+        return cur.rowcount
+
+    async def load_stats(self, store: _Store) -> None:
+        """Rebuild the store's counters from the whole file (indices keep this quick)."""
+        assert self.conn is not None
+        store.reset_stats()
+        async with self.conn.execute(
+            "SELECT func_name, status, count(*), count(duration), sum(duration), "
+            "min(duration), max(duration) FROM tasks GROUP BY func_name, status"
+        ) as cur:
+            for name, status, n, dn, dsum, dmin, dmax in await cur.fetchall():
+                stats = store.func(name)
+                stats.counts[TaskStatus(status)] += n
+                if dn and status in ("success", "failed", "cancelled", "interrupted"):
+                    stats.dur_n += dn
+                    stats.dur_sum += dsum
+                    stats.dur_min = dmin if stats.dur_min is None else min(stats.dur_min, dmin)
+                    stats.dur_max = dmax if stats.dur_max is None else max(stats.dur_max, dmax)
+        since = (int(time.time() // 60) - 60) * 60.0
+        async with self.conn.execute(
+            "SELECT CAST(end_time / 60 AS INTEGER), status, count(*) FROM tasks "
+            "WHERE end_time >= ? AND status IN ('success', 'failed') GROUP BY 1, 2",
+            (since,),
+        ) as cur:
+            for minute, status, n in await cur.fetchall():
+                store.minutes.setdefault(minute, [0, 0])[status == "failed"] += n
+        async with self.conn.execute(
+            "SELECT func_name, duration FROM tasks WHERE end_time IS NOT NULL "
+            "AND duration IS NOT NULL ORDER BY end_time DESC LIMIT ?",
+            (store.durations.maxlen,),
+        ) as cur:
+            store.durations.extend(reversed(await cur.fetchall()))
+        # Records in memory that the file does not hold yet still count.
+        for record in store.dirty.values():
+            if not record.durable:
+                store.func(record.func_name).counts[record.status] += 1
+
+    async def recent_idempotency_keys(self, limit: int) -> list[tuple[str, str, str]]:
+        assert self.conn is not None
+        async with self.conn.execute(
+            "SELECT idempotency_key, task_id, status FROM tasks WHERE idempotency_key IS NOT NULL "
+            "ORDER BY created_at DESC LIMIT ?",
+            (limit,),
+        ) as cur:
+            return list(await cur.fetchall())
+
+    async def add_audit(self, entry: dict[str, Any]) -> None:
+        assert self.conn is not None
+        await self.conn.execute(
+            "INSERT INTO audit (ts, actor, action, task_id, detail) VALUES (?, ?, ?, ?, ?)",
+            (
+                entry["ts"],
+                entry["actor"],
+                entry["action"],
+                entry["task_id"],
+                json.dumps(entry["detail"]),
+            ),
+        )
+
+    async def audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        assert self.conn is not None
+        async with self.conn.execute(
+            "SELECT ts, actor, action, task_id, detail FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {
+                "ts": r[0],
+                "actor": r[1],
+                "action": r[2],
+                "task_id": r[3],
+                "detail": json.loads(r[4]) if r[4] else {},
+            }
+            for r in rows
+        ]
+
+
+# =============================================================================
+# Task log file: one line per event, appended by a writer thread.
+# =============================================================================
+
+
+class _LogFile:
+    """Appends lines to ``path`` from a daemon thread, never blocking the event loop.
+
+    Each line is one ``os.write`` on an ``O_APPEND`` descriptor, so several
+    processes can share the file without interleaving inside a line.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._drain, name="taskflow-log", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while (line := self.lines.get()) is not None:
+            try:
+                os.write(self.fd, line)
+            except OSError:
+                logger.exception("cannot write to task log file %s", self.path)
+
+    def write(self, level: str, record: TaskRecord, message: str, extra: dict[str, Any]) -> None:
+        stamp = datetime.now(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        text = message.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        parts = [stamp, level.upper(), f"task={record.task_id}", f"name={record.func_name}", text]
+        parts.extend(f"{k}={_log_value(v)}" for k, v in extra.items())
+        self.lines.put((" ".join(parts) + "\n").encode("utf-8", "replace"))
+
+    def close(self, timeout: float = 2.0) -> None:
+        self.lines.put(None)
+        self.thread.join(timeout)
+        os.close(self.fd)
+
+
+def _log_value(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    if not text or any(c.isspace() or c in "\"'=" for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+# =============================================================================
+# Execution: a small daemon thread pool for sync tasks, the per-task context,
+# and the job each live task carries.
+# =============================================================================
+
+
+class _ThreadPool:
+    """A bounded pool of daemon threads, grown on demand up to ``size``.
+
+    ``concurrent.futures.ThreadPoolExecutor`` joins its threads at interpreter exit,
+    so one stuck sync task would hang the process after ``shutdown()``; daemon
+    threads let ``shutdown()`` keep its ``shutdown_timeout`` promise.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.free = 0  # threads waiting for work and not yet promised a job
+        self.lock = threading.Lock()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> asyncio.Future:
+        future = loop.create_future()
+        with self.lock:
+            if self.free:
+                self.free -= 1
+            elif len(self.threads) < self.size:
+                thread = threading.Thread(
+                    target=self._work, name=f"taskflow-sync-{len(self.threads)}", daemon=True
+                )
+                self.threads.append(thread)
+                thread.start()
+        self.jobs.put((loop, future, fn))
+        return future
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            loop, future, fn = job
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # delivered to the awaiting coroutine
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed while we ran
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            with self.lock:
+                self.free += 1
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+_current_task: contextvars.ContextVar[_Job | None] = contextvars.ContextVar(
+    "taskflow_current_task", default=None
+)
+
+
+class _Job:
+    """Runtime state of a live task; dropped when the task reaches a final status."""
+
+    __slots__ = ("record", "func", "config", "context", "handle", "held", "stop", "attempt")
+
+    def __init__(
+        self, record: TaskRecord, func: Callable[..., Any], config: TaskConfig, context: Any
+    ) -> None:
+        self.record = record
+        self.func = func
+        self.config = config
+        self.context = context
+        self.handle: asyncio.Task | None = None
+        self.held = True  # not yet released by the response that created it
+        self.stop: str | None = None  # "cancel" or "shutdown" when we cancel the handle
+        self.attempt = 0
+
+
+def get_task_context() -> TaskContext | None:
+    """Inside a running task, who it is (id, name, attempt, tags); elsewhere None."""
+    job = _current_task.get()
+    if job is None:
+        return None
+    record = job.record
+    return TaskContext(record.task_id, record.func_name, job.attempt, dict(record.tags or {}))
+
+
+def task_log(message: str, level: str = "info", **extra: Any) -> None:
+    """Add a line to the running task's log (and to ``log_file``); safe in sync and async tasks.
+
+    Outside a task the line goes to this module's standard logger instead.
+    """
+    job = _current_task.get()
+    level = level.lower()
+    if job is None:
+        logger.log(
+            logging.getLevelName(level.upper()) if level in _LEVELS else logging.INFO,
+            "%s %s",
+            message,
+            extra or "",
+        )
+        return
+    manager: TaskManager = job.context.get(_manager_var)
+    manager._log(job.record, level, str(message), extra)
+
+
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+_manager_var: contextvars.ContextVar[TaskManager] = contextvars.ContextVar("taskflow_manager")
+
+
+# =============================================================================
+# Injection: how a request gets a tracked BackgroundTasks.
+# =============================================================================
+
+
+class _RequestBatch:
+    """The tasks one request created: held until its response is sent.
+
+    ``persist=True`` tasks are committed before the response goes out; if the
+    request fails instead, its held tasks are recorded as cancelled.
+    """
+
+    __slots__ = ("manager", "held", "durable")
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.manager = manager
+        self.held: list[_Job] = []
+        self.durable: list[TaskRecord] = []
+
+    async def commit(self) -> None:
+        if self.durable and any(not r.durable for r in self.durable):
+            await self.manager.flush()
+        self.durable = []
+
+    def abandon(self, reason: str) -> None:
+        held, self.held = self.held, []
+        for job in held:
+            if job.held and job.record.status is TaskStatus.PENDING:
+                self.manager._finish(job, TaskStatus.CANCELLED, error=reason)
+
+
+class ManagedBackgroundTasks(BackgroundTasks):
+    """A ``BackgroundTasks`` whose ``add_task`` tracks the task and returns its id.
+
+    Get one with ``Depends(task_manager.get_tasks)``, or, after
+    ``task_manager.install(app)``, through a plain ``BackgroundTasks`` (or
+    ``ManagedBackgroundTasks``) parameter.
+    """
+
+    def __init__(
+        self,
+        task_manager: TaskManager | None = None,
+        background_tasks: BackgroundTasks | None = None,
+        *,
+        _batch: _RequestBatch | None = None,
+    ) -> None:
+        super().__init__()
+        if task_manager is None and _batch is None:
+            raise TypeError(
+                "ManagedBackgroundTasks needs a task_manager: use Depends(task_manager.get_tasks)"
+                " or task_manager.install(app)"
+            )
+        self._manager = task_manager or _batch.manager  # type: ignore[union-attr]
+        self._native = background_tasks
+        self._batch = _batch or _RequestBatch(self._manager)
+        self._pending: list[_Job] = []
+
+    def add_task(  # type: ignore[override]
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        idempotency_key: str | None = None,
+        tags: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Track ``func(*args, **kwargs)``; it starts after the response is sent.
+
+        Returns the task id. With an ``idempotency_key`` already used by a task
+        that did not fail, returns that task's id and adds nothing.
+        """
+        job, task_id = self._manager._create(func, args, kwargs, idempotency_key, tags, held=True)
+        if job is None:
+            return task_id
+        if not self._pending:
+            target = self._native if self._native is not None else super()
+            target.add_task(self._release)
+        self._pending.append(job)
+        self._batch.held.append(job)
+        if job.record.persist:
+            self._batch.durable.append(job.record)
+        return task_id
+
+    async def _release(self) -> None:
+        jobs, self._pending = self._pending, []
+        for job in jobs:
+            self._manager._release(job)
+
+
+def _plain_background_tasks() -> BackgroundTasks:
+    """Stands in for FastAPI's ``BackgroundTasks()`` once any manager is installed.
+
+    Only requests that pass through an installed app's middleware get a managed
+    object, so other apps in the same process keep FastAPI's own class.
+    """
+    batch = _installed_batch.get()
+    if batch is None:
+        return BackgroundTasks()
+    return ManagedBackgroundTasks(_batch=batch)
+
+
+_installed_batch: contextvars.ContextVar[_RequestBatch | None] = contextvars.ContextVar(
+    "taskflow_installed_batch", default=None
+)
+
+
+class _InstallMiddleware:
+    """ASGI middleware added by ``install(app)``: binds the app's requests to a manager."""
+
+    def __init__(self, app: Any, manager: TaskManager) -> None:
+        self.app = app
+        self.manager = manager
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        batch = _RequestBatch(self.manager)
+        token = _installed_batch.set(batch)
+
+        async def send_after_commit(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                await batch.commit()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_commit)
+        except BaseException as exc:
+            batch.abandon(f"request failed before its response was sent: {exc!r}"[:_MAX_ERROR])
+            raise
+        finally:
+            _installed_batch.reset(token)
+        batch.abandon("request ended without sending its background tasks (error response)")
+
+
+def _function_scoped(dependency: Callable[..., Any]) -> Any:
+    # Compat: ``scope="function"`` (FastAPI >= 0.121) runs the exit code before the
+    # response is sent. Older FastAPI runs it after; commits then happen after the
+    # response. Breakpoint: drop when the floor is FastAPI 0.121.
+    try:
+        return Depends(dependency, scope="function")  # type: ignore[call-arg]
+    except TypeError:
+        return Depends(dependency)
+
+
+def _make_get_tasks(manager: TaskManager) -> Callable[..., ManagedBackgroundTasks]:
+    async def request_batch() -> Any:
+        batch = _RequestBatch(manager)
+        try:
+            yield batch
+        except BaseException as exc:
+            batch.abandon(f"request failed before its response was sent: {exc!r}"[:_MAX_ERROR])
+            raise
+        await batch.commit()
+
+    def get_tasks(
+        background_tasks: BackgroundTasks, batch: _RequestBatch = _function_scoped(request_batch)
+    ) -> ManagedBackgroundTasks:
+        """FastAPI dependency: ``tasks = Depends(task_manager.get_tasks)``."""
+        if isinstance(background_tasks, ManagedBackgroundTasks):
+            return background_tasks  # the app is installed: reuse the request's object
+        return ManagedBackgroundTasks(manager, background_tasks, _batch=batch)
+
+    return get_tasks
+
+
+# =============================================================================
+# TaskManager: registration, execution, control, queries and lifecycle.
+# =============================================================================
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    *,
+    minimum: float = 0.0,
+    allow_none: bool = False,
+    integer: bool = False,
+    strict: bool = False,
+) -> None:
+    if value is None and allow_none:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        what = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {what}{' or None' if allow_none else ''}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be {op} {minimum}, got {value!r}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+class TaskManager:
+    """Tracks background tasks: ids, statuses, retries, persistence and lifecycle.
+
+    Every argument is keyword-only and validated here, so a typo fails at import
+    time rather than at the first task:
+
+    * ``snapshot_db``: path of a SQLite file for history, requeue and the audit trail.
+    * ``snapshot_interval``: seconds between batched writes to that file.
+    * ``requeue_pending``: at startup, run again the unfinished tasks that a stopped
+      or crashed process left in the file (and save pending ones at shutdown).
+    * ``log_file``: append one line per task event and per ``task_log()`` call.
+    * ``retention_days``: delete finished records older than this, at startup and
+      about every 6 hours.
+    * ``max_history``: finished records kept in memory (older ones stay in SQLite).
+    * ``max_concurrent_tasks``: how many tasks may run at once (others wait, pending).
+    * ``max_sync_threads``: size of the thread pool that runs sync functions.
+    * ``shutdown_timeout``: seconds ``shutdown()`` waits for running tasks.
+    """
+
+    def __init__(
+        self,
+        *,
+        snapshot_db: str | os.PathLike[str] | None = None,
+        snapshot_interval: float = 1.0,
+        requeue_pending: bool = False,
+        log_file: str | os.PathLike[str] | None = None,
+        retention_days: float | None = None,
+        max_history: int = 10_000,
+        max_concurrent_tasks: int | None = None,
+        max_sync_threads: int | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        for name, value in (("snapshot_db", snapshot_db), ("log_file", log_file)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a file path (str or os.PathLike), got {value!r}")
+            if value is not None and not os.fspath(value):
+                raise ValueError(f"{name} must not be empty")
+        _check_number("snapshot_interval", snapshot_interval, strict=True)
+        _check_bool("requeue_pending", requeue_pending)
+        _check_number("retention_days", retention_days, allow_none=True, strict=True)
+        _check_number("max_history", max_history, integer=True)
+        _check_number(
+            "max_concurrent_tasks", max_concurrent_tasks, minimum=1, allow_none=True, integer=True
+        )
+        _check_number(
+            "max_sync_threads", max_sync_threads, minimum=1, allow_none=True, integer=True
+        )
+        _check_number("shutdown_timeout", shutdown_timeout)
+        if requeue_pending and snapshot_db is None:
+            raise ValueError(
+                "requeue_pending=True needs snapshot_db: pending tasks are saved there"
+            )
+        self.snapshot_db = os.fspath(snapshot_db) if snapshot_db is not None else None
+        self.snapshot_interval = float(snapshot_interval)
+        self.requeue_pending = requeue_pending
+        self.log_file = os.fspath(log_file) if log_file is not None else None
+        self.retention_days = retention_days
+        self.max_history = max_history
+        self.max_concurrent_tasks = max_concurrent_tasks
+        self.max_sync_threads = max_sync_threads or min(32, (os.cpu_count() or 1) + 4)
+        self.shutdown_timeout = float(shutdown_timeout)
+
+        self._registry: dict[str, tuple[Callable[..., Any], TaskConfig]] = {}
+        self._configs: dict[Any, TaskConfig] = {}
+        self._store = _Store(max_history)
+        self._store.keep_evicted_counts = self._store.track_dirty = self.snapshot_db is not None
+        self._jobs: dict[str, _Job] = {}
+        self._backlog: list[_Job] = []
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._db: _Database | None = None
+        self._logfile: _LogFile | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._pool: _ThreadPool | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._write_lock: asyncio.Lock | None = None
+        self._maintenance: asyncio.Task | None = None
+        self._audit: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._started = False
+        self._closing = False
+        self._lifespan_apps: set[int] = set()
+        self._last_refresh = 0.0
+        self.get_tasks = _make_get_tasks(self)
+
+    # -- registration -------------------------------------------------------
+
+    def task(
+        self,
+        *,
+        retries: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        name: str | None = None,
+        persist: bool = False,
+        requeue_on_interrupt: bool = False,
+        timeout: float | None = None,
+        jitter: bool = False,
+        max_delay: float | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a function's options; returns the function unchanged.
+
+        Retry ``n`` waits ``delay * backoff ** (n - 1)`` seconds, capped by
+        ``max_delay`` and randomised between 0 and that when ``jitter``. Only
+        exceptions in ``retry_on`` are retried; ``timeout`` fails an attempt that
+        runs longer. ``name`` is the name shown everywhere and used to find the
+        function again for retry and requeue. ``persist=True`` commits the task
+        before the response that returned its id is sent, so it survives a crash.
+        """
+        _check_number("retries", retries, integer=True)
+        _check_number("delay", delay)
+        _check_number("backoff", backoff, minimum=1.0)
+        _check_number("timeout", timeout, allow_none=True, strict=True)
+        _check_number("max_delay", max_delay, allow_none=True)
+        for flag, value in (
+            ("persist", persist),
+            ("requeue_on_interrupt", requeue_on_interrupt),
+            ("jitter", jitter),
+        ):
+            _check_bool(flag, value)
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise TypeError(f"name must be a non-empty string or None, got {name!r}")
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        if not (
+            isinstance(retry_on, tuple)
+            and retry_on
+            and all(isinstance(e, type) and issubclass(e, BaseException) for e in retry_on)
+        ):
+            raise TypeError(
+                f"retry_on must be an exception class or a tuple of them, got {retry_on!r}"
+            )
+
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            if not callable(func):
+                raise TypeError(f"@task_manager.task() decorates a function, got {func!r}")
+            task_name = name or _name_of(func)
+            known = self._registry.get(task_name)
+            if (
+                known is not None
+                and known[0] is not func
+                and _qualified(known[0]) != _qualified(func)
+            ):
+                raise ValueError(
+                    f"name={task_name!r} is already registered for {_qualified(known[0])}; "
+                    "give one of them another name="
+                )
+            config = TaskConfig(
+                task_name,
+                retries,
+                float(delay),
+                float(backoff),
+                persist,
+                requeue_on_interrupt,
+                timeout,
+                jitter,
+                max_delay,
+                retry_on,
+            )
+            self._registry[task_name] = (func, config)
+            self._configs[func] = config
+            return func
+
+        return register
+
+    def _config_for(self, func: Callable[..., Any]) -> TaskConfig:
+        try:
+            config = self._configs.get(func)
+        except TypeError:  # unhashable callable
+            config = None
+        return config or TaskConfig(_name_of(func))
+
+    @property
+    def background_tasks(self) -> Callable[..., ManagedBackgroundTasks]:
+        """Alias of ``get_tasks``: ``tasks = Depends(task_manager.background_tasks)``."""
+        return self.get_tasks
+
+    # -- creating and starting tasks -----------------------------------------
+
+    def add_task(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        idempotency_key: str | None = None,
+        tags: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Enqueue ``func(*args, **kwargs)`` outside a request; returns the task id.
+
+        It starts at once when the manager is running; before ``startup()`` it
+        waits, pending, and starts when ``startup()`` runs. Safe from any thread.
+        """
+        job, task_id = self._create(func, args, kwargs, idempotency_key, tags, held=False)
+        if job is not None:
+            if self._loop is not None and threading.get_ident() != self._loop_thread:
+                self._loop.call_soon_threadsafe(self._release, job)
+            else:
+                self._release(job)
+        return task_id
+
+    def _create(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        idempotency_key: str | None,
+        tags: dict[str, str] | None,
+        *,
+        held: bool,
+        retry_of: str | None = None,
+    ) -> tuple[_Job | None, str]:
+        if not callable(func):
+            raise TypeError(f"add_task() needs a callable, got {func!r}")
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not idempotency_key:
+                raise TypeError(
+                    f"idempotency_key must be a non-empty string, got {idempotency_key!r}"
+                )
+            existing = self._by_idempotency(idempotency_key)
+            if existing is not None:
+                return None, existing
+        if tags is not None:
+            if not isinstance(tags, dict):
+                raise TypeError(f"tags must be a dict of str to str, got {tags!r}")
+            tags = {str(k): str(v) for k, v in tags.items()}
+        config = self._config_for(func)
+        if config.persist and _encode_args(args, kwargs) is None:
+            raise TaskArgumentError(
+                f"arguments of persist=True task {config.name!r} cannot be stored as JSON "
+                f"(args={args!r}, kwargs={kwargs!r}); pass JSON types (str, int, float, bool, "
+                "None, list, dict with str keys) or drop persist=True"
+            )
+        record = TaskRecord(
+            str(uuid.uuid4()),
+            config.name,
+            args=tuple(args),
+            kwargs=dict(kwargs),
+            tags=tags,
+            retry_of=retry_of,
+            idempotency_key=idempotency_key,
+            persist=config.persist,
+        )
+        context = contextvars.copy_context()
+        context.run(_manager_var.set, self)
+        job = _Job(record, func, config, context)
+        job.held = held
+        self._jobs[record.task_id] = job
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            # A sync endpoint runs in a worker thread: make the record visible at once,
+            # count it and wake listeners on the loop, which owns the store.
+            self._store.records[record.task_id] = record
+            self._loop.call_soon_threadsafe(self._store.add, record)
+        else:
+            self._store.add(record)
+        self._event(record, "info", "created")
+        return job, record.task_id
+
+    def _by_idempotency(self, key: str) -> str | None:
+        task_id = self._store.idempotency.get(key)
+        if task_id is None:
+            return None
+        record = self._store.records.get(task_id)
+        status = record.status if record is not None else self._evicted_status.get(key)
+        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED):
+            return None  # a task that did not succeed may be submitted again
+        return task_id
+
+    @property
+    def _evicted_status(self) -> dict[str, TaskStatus]:
+        # Keys loaded from the database at startup remember their status here.
+        return self.__dict__.setdefault("_idem_status", {})
+
+    def _release(self, job: _Job) -> None:
+        """Start a task whose request has answered (or that was added directly)."""
+        job.held = False
+        if job.record.status is not TaskStatus.PENDING:
+            return  # cancelled while it waited
+        if self._loop is None or self._closing:
+            self._backlog.append(job)
+            return
+        job.handle = job.context.run(self._loop.create_task, self._run(job))
+
+    # -- running ---------------------------------------------------------------
+
+    async def _run(self, job: _Job) -> None:
+        record, config = job.record, job.config
+        _current_task.set(job)
+        if self._slots is not None:
+            try:
+                await self._slots.acquire()
+            except asyncio.CancelledError:
+                self._stopped(job)
+                return
+        try:
+            if record.status is not TaskStatus.PENDING or self._closing:
+                return  # cancelled while waiting, or shutting down: shutdown() decides
+            await self._attempts(job, record, config)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    async def _attempts(self, job: _Job, record: TaskRecord, config: TaskConfig) -> None:
+        record.started = time.time()
+        self._store.move(record, TaskStatus.RUNNING)
+        self._event(record, "info", "running")
+        entries: list[list[Any]] = []
+        while True:
+            attempt = job.attempt
+            entry: list[Any] = [attempt, time.time(), None, None]
+            entries.append(entry)
+            if len(entries) > 1:  # one attempt is told by start/end/error; save the memory
+                record.attempts = entries
+            if attempt:
+                record.retries_used = attempt
+                self._event(record, "info", f"retry {attempt} of {config.retries}")
+            try:
+                result = self._call(job)
+                if config.timeout is not None:
+                    await asyncio.wait_for(result, config.timeout)
+                else:
+                    await result
+            except asyncio.CancelledError:
+                entry[2], entry[3] = time.time(), "cancelled"
+                self._stopped(job)
+                if job.stop is None:
+                    raise  # not ours (event loop teardown): let it propagate
+                return
+            except Exception as exc:
+                entry[2] = time.time()
+                if isinstance(exc, asyncio.TimeoutError) and config.timeout is not None:
+                    message = f"timed out after {config.timeout:g}s"
+                else:
+                    message = f"{type(exc).__name__}: {exc}"
+                entry[3] = message[:_MAX_ERROR]
+                if (
+                    attempt < config.retries
+                    and isinstance(exc, config.retry_on)
+                    and not self._closing
+                ):
+                    wait = config.delay_for(attempt + 1)
+                    self._log(
+                        record,
+                        "warning",
+                        f"attempt {attempt} failed: {message}",
+                        {"retry_in": round(wait, 3)},
+                    )
+                    job.attempt += 1
+                    try:
+                        await asyncio.sleep(wait)
+                    except asyncio.CancelledError:
+                        self._stopped(job)
+                        if job.stop is None:
+                            raise
+                        return
+                    continue
+                stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                self._finish(
+                    job,
+                    TaskStatus.FAILED,
+                    error=message[:_MAX_ERROR],
+                    stacktrace=stack[-_MAX_TRACEBACK:],
+                )
+                return
+            else:
+                entry[2] = time.time()
+                self._finish(job, TaskStatus.SUCCESS)
+                return
+
+    def _call(self, job: _Job) -> Any:
+        func, record = job.func, job.record
+        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+            getattr(func, "__call__", None)  # noqa: B004 - async callable objects
+        ):
+            return func(*record.args, **record.kwargs)
+        assert self._pool is not None and self._loop is not None
+        context = job.context.copy()  # a timed-out attempt may still hold the previous copy
+
+        def run() -> Any:
+            context.run(_current_task.set, job)
+            result = context.run(func, *record.args, **record.kwargs)
+            if inspect.isawaitable(result):  # a sync function that returned a coroutine
+                return asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()
+            return result
+
+        return self._pool.submit(self._loop, run)
+
+    def _stopped(self, job: _Job) -> None:
+        """A task's coroutine was cancelled: by the user, by shutdown, or by the loop."""
+        record = job.record
+        if record.status in _FINAL:
+            return  # cancel() already recorded it
+        if job.stop == "cancel":
+            self._finish(job, TaskStatus.CANCELLED, error="cancelled")
+        elif record.status is TaskStatus.PENDING:
+            job.handle = None  # never started: shutdown() decides whether it is kept
+        elif job.config.requeue_on_interrupt and self._db is not None:
+            record.requeue = True
+            self._store.move(record, TaskStatus.PENDING)
+            self._event(record, "warning", "interrupted by shutdown; will run again after restart")
+            self._jobs.pop(record.task_id, None)
+        else:
+            self._finish(job, TaskStatus.INTERRUPTED, error="interrupted by shutdown")
+
+    def _finish(
+        self,
+        job: _Job,
+        status: TaskStatus,
+        *,
+        error: str | None = None,
+        stacktrace: str | None = None,
+    ) -> None:
+        record = job.record
+        record.ended = time.time()
+        record.error = error
+        record.stacktrace = stacktrace
+        record.requeue = False
+        self._jobs.pop(record.task_id, None)
+        level = "info" if status is TaskStatus.SUCCESS else "error"
+        self._store.move(record, status)
+        self._event(record, level, status.value, error=error)
+
+    # -- logging ----------------------------------------------------------------
+
+    def _log(self, record: TaskRecord, level: str, message: str, extra: dict[str, Any]) -> None:
+        stamp = datetime.now(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        text = message + "".join(f" {k}={_log_value(v)}" for k, v in extra.items())
+        logs = record.logs
+        if logs is None:
+            logs = record.logs = []
+        logs.append(f"{stamp} {level.upper()} {text}")
+        if len(logs) > _MAX_LOG_LINES:
+            del logs[: len(logs) - _MAX_LOG_LINES]
+        if self._logfile is not None:
+            self._logfile.write(level, record, message, extra)
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._store.notify, record)
+        else:
+            self._store.notify(record)
+
+    def _event(self, record: TaskRecord, level: str, message: str, **extra: Any) -> None:
+        if self._logfile is not None:
+            self._logfile.write(level, record, message, {k: v for k, v in extra.items() if v})
+
+    # -- control ---------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The record of a live or recent task, from memory; None if not there."""
+        return self._store.records.get(task_id)
+
+    async def fetch(self, task_id: str) -> TaskRecord | None:
+        """The record of any known task: memory first, then the database."""
+        record = self._store.records.get(task_id) or self._store.dirty.get(task_id)
+        if record is None and self._db is not None and self._db.conn is not None:
+            record = await self._db.get(task_id)
+        return record
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a pending or running task; returns its record (now ``cancelled``).
+
+        A pending task never starts. A running async task is cancelled at its
+        next ``await``. A running sync task is marked cancelled and its result
+        ignored, but its thread runs to the end: Python cannot stop a thread.
+        Raises ``TaskNotFound`` or ``TaskStateError``.
+        """
+        record = self._store.records.get(task_id)
+        job = self._jobs.get(task_id)
+        if record is None:
+            raise TaskNotFound(f"no live task with id {task_id!r}")
+        if record.status not in _LIVE or job is None:
+            raise TaskStateError(
+                f"only pending or running tasks can be cancelled; {task_id} is {record.status.value}"
+            )
+        job.stop = "cancel"
+        self._finish(job, TaskStatus.CANCELLED, error="cancelled")
+        if job.handle is not None and not job.handle.done():
+            job.handle.cancel()
+        return record
+
+    async def retry(self, task_id: str) -> str:
+        """Run a failed, cancelled or interrupted task again as a new task; returns its id.
+
+        The new record's ``retry_of`` names the original. Raises ``TaskNotFound``,
+        or ``TaskStateError`` when the task is not in a final, unsuccessful state,
+        its function is not registered here, or its arguments were not stored.
+        """
+        record = await self.fetch(task_id)
+        if record is None:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        if record.status not in (TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.CANCELLED):
+            raise TaskStateError(
+                f"only failed, interrupted or cancelled tasks can be retried; {task_id} is "
+                f"{record.status.value}"
+            )
+        known = self._registry.get(record.func_name)
+        if known is None:
+            raise TaskStateError(
+                f"function {record.func_name!r} is not registered with @task_manager.task() in "
+                "this process, so it cannot be found again"
+            )
+        if record.args is _UNSTORED:
+            raise TaskStateError(
+                f"the arguments of {task_id} were not JSON, so they were not stored and the "
+                "task cannot be run again"
+            )
+        job, new_id = self._create(
+            known[0],
+            record.args,
+            dict(record.kwargs),
+            None,
+            record.tags,
+            held=False,
+            retry_of=record.task_id,
+        )
+        assert job is not None
+        self._release(job)
+        return new_id
+
+    # -- queries ---------------------------------------------------------------
+
+    async def query(
+        self,
+        *,
+        status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
+        func_name: str | None = None,
+        q: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        sort: str = "-created_at",
+    ) -> tuple[list[TaskRecord], int]:
+        """One page of tasks, newest first by default, and how many match in all.
+
+        ``status`` takes one status or several; ``q`` matches the start of a task
+        id or part of a function name; ``since``/``until`` bound ``created_at``.
+        With ``snapshot_db`` the query runs in SQLite over the whole history;
+        without it, over the records in memory.
+        """
+        statuses = _statuses(status)
+        _check_number("limit", limit, minimum=1, integer=True)
+        _check_number("offset", offset, integer=True)
+        descending = sort.startswith("-")
+        key = sort.lstrip("-")
+        if key not in _SORTS:
+            raise ValueError(f"sort must be one of {sorted(_SORTS)} (prefix - for descending)")
+        lo = _timestamp("since", since)
+        hi = _timestamp("until", until)
+        if self._db is not None and self._db.conn is not None:
+            await self.flush()
+            clauses, params = [], []
+            if statuses:
+                clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+                params.extend(statuses)
+            if func_name:
+                clauses.append("func_name = ?")
+                params.append(func_name)
+            if q:
+                clauses.append("(task_id LIKE ? ESCAPE '\\' OR func_name LIKE ? ESCAPE '\\')")
+                like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                params.extend([like + "%", "%" + like + "%"])
+            if lo is not None:
+                clauses.append("created_at >= ?")
+                params.append(lo)
+            if hi is not None:
+                clauses.append("created_at <= ?")
+                params.append(hi)
+            where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+            direction = "DESC" if descending else "ASC"
+            order = f"{_SORTS[key]} {direction}, created_at {direction}, task_id {direction}"
+            return await self._db.query(where, params, order, limit, offset)
+        needle = q.lower() if q else None
+        rows = [
+            r
+            for r in self._store.records.values()
+            if (not statuses or r.status.value in statuses)
+            and (not func_name or r.func_name == func_name)
+            and (not needle or r.task_id.startswith(needle) or needle in r.func_name.lower())
+            and (lo is None or r.created >= lo)
+            and (hi is None or r.created <= hi)
+        ]
+        attr = {"created_at": "created", "start_time": "started", "end_time": "ended"}.get(key, key)
+
+        def sort_key(r: TaskRecord) -> Any:
+            value = r.duration if attr == "duration" else getattr(r, attr)
+            if isinstance(value, TaskStatus):
+                value = value.value
+            return (value is not None, value if value is not None else 0, r.created)
+
+        rows.sort(key=sort_key, reverse=descending)
+        return rows[offset : offset + limit], len(rows)
+
+    def metrics(self) -> dict[str, Any]:
+        """Counts per status, success rate, durations, per-function figures, per-minute series.
+
+        Built from counters kept as tasks change (and rebuilt from the database at
+        startup and on ``refresh()``), never by scanning every record.
+        """
+        return self._store.metrics()
+
+    async def refresh(self) -> None:
+        """Write pending changes and rebuild counters from the database.
+
+        Picks up tasks that other processes sharing ``snapshot_db`` finished.
+        """
+        if self._db is None or self._db.conn is None:
+            return
+        await self.flush()
+        assert self._write_lock is not None
+        async with self._write_lock:
+            await self._db.load_stats(self._store)
+        self._last_refresh = time.monotonic()
+
+    async def prune(self, *, older_than: timedelta) -> int:
+        """Delete finished records that ended before ``now - older_than``; returns how many.
+
+        Pending and running tasks are never touched.
+        """
+        if not isinstance(older_than, timedelta):
+            raise TypeError(f"older_than must be a datetime.timedelta, got {older_than!r}")
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, got {older_than!r}")
+        try:
+            cutoff = (datetime.now(_UTC) - older_than).timestamp()
+        except OverflowError:
+            cutoff = float("-inf")
+        store = self._store
+        gone = [
+            r
+            for r in list(store.records.values())
+            if r.status in _FINAL and r.ended is not None and r.ended < cutoff
+        ]
+        for record in gone:
+            store.forget(record.task_id)
+            store.dirty.pop(record.task_id, None)
+        if gone:
+            ids = {r.task_id for r in gone}
+            store.finished = deque(i for i in store.finished if i not in ids)
+        deleted = len(gone)
+        if self._db is not None and self._db.conn is not None:
+            await self.flush()
+            assert self._write_lock is not None
+            async with self._write_lock:
+                deleted = await self._db.delete_finished_before(cutoff)
+                await self._db.load_stats(store)
+        if deleted:
+            logger.info("pruned %d finished task records older than %s", deleted, older_than)
+        return deleted
+
+    # -- audit trail -------------------------------------------------------------
+
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        task_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Record who did what (kept in SQLite with ``snapshot_db``, else the last 1,000)."""
+        entry = {
+            "ts": time.time(),
+            "actor": actor,
+            "action": action,
+            "task_id": task_id,
+            "detail": detail or {},
+        }
+        self._audit.appendleft(entry)
+        if self._db is not None and self._db.conn is not None and self._write_lock is not None:
+            async with self._write_lock:
+                await self._db.add_audit(entry)
+
+    async def audit_log(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Audit entries, newest first, each ``{timestamp, actor, action, task_id, detail}``."""
+        if self._db is not None and self._db.conn is not None:
+            entries = await self._db.audit(limit, offset)
+        else:
+            entries = list(self._audit)[offset : offset + limit]
+        return [
+            {
+                "timestamp": _iso(e["ts"]),
+                "actor": e["actor"],
+                "action": e["action"],
+                "task_id": e["task_id"],
+                "detail": e["detail"],
+            }
+            for e in entries
+        ]
+
+    # -- persistence -------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Write every changed record to ``snapshot_db`` now; returns how many rows."""
+        if self._db is None or self._db.conn is None or self._write_lock is None:
+            return 0
+        async with self._write_lock:
+            return await self._write(heartbeat=False)
+
+    async def _write(self, *, heartbeat: bool) -> int:
+        assert self._db is not None
+        store = self._store
+        if not store.dirty and not heartbeat:
+            return 0
+        batch, store.dirty = store.dirty, {}
+        rows = [_row(r, self._owner) for r in batch.values()]
+        try:
+            await self._db.write(rows, heartbeat=heartbeat)
+        except BaseException:
+            for task_id, record in batch.items():
+                store.dirty.setdefault(task_id, record)
+            raise
+        for record in batch.values():
+            record.durable = True
+        return len(rows)
+
+    async def _maintain(self) -> None:
+        """Background loop: batched writes, heartbeat, claims, retention."""
+        last_claim = last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(self.snapshot_interval)
+            try:
+                if self._db is not None:
+                    assert self._write_lock is not None
+                    async with self._write_lock:
+                        await self._write(heartbeat=True)
+                now = time.monotonic()
+                if self.requeue_pending and now - last_claim >= 5.0:
+                    last_claim = now
+                    await self._claim()
+                if self.retention_days is not None and now - last_prune >= 6 * 3600:
+                    last_prune = now
+                    await self.prune(older_than=timedelta(days=self.retention_days))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("taskflow maintenance step failed; will try again")
+
+    async def _claim(self) -> None:
+        """Adopt unfinished tasks of dead processes: run them again or mark them interrupted."""
+        assert self._db is not None and self._write_lock is not None
+        async with self._write_lock:
+            records = await self._db.claim_orphans(self._registry)
+        for record in records:
+            func, config = self._registry[record.func_name]
+            was_running = record.status is TaskStatus.RUNNING
+            record.durable = True
+            self._store.add(record)
+            rerun = (
+                record.requeue
+                and self.requeue_pending
+                and (not was_running or config.requeue_on_interrupt)
+            )
+            job = _Job(record, func, config, contextvars.copy_context())
+            job.context.run(_manager_var.set, self)
+            self._jobs[record.task_id] = job
+            if rerun:
+                if was_running:
+                    self._store.move(record, TaskStatus.PENDING)
+                record.started = record.ended = None
+                record.error = record.stacktrace = None
+                record.retries_used = 0
+                self._log(record, "warning", "requeued after the process that owned it stopped", {})
+                self._release(job)
+            else:
+                self._finish(
+                    job,
+                    TaskStatus.INTERRUPTED,
+                    error="the process running this task stopped before it finished",
+                )
+        if records:
+            logger.info("taskflow claimed %d unfinished task(s) of stopped processes", len(records))
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the database, requeue, prune and start the background loop.
+
+        Called for you by ``TaskAdmin`` and ``init_app``. A second call while
+        running logs a warning and does nothing.
+        """
+        if self._started:
+            logger.warning("TaskManager.startup() called while already running; ignored")
+            return
+        self._started = True
+        self._closing = False
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._pool = _ThreadPool(self.max_sync_threads)
+        self._write_lock = asyncio.Lock()
+        if self.max_concurrent_tasks:
+            self._slots = asyncio.Semaphore(self.max_concurrent_tasks)
+        try:
+            if self.log_file:
+                self._logfile = _LogFile(self.log_file)
+            if self.snapshot_db:
+                self._db = _Database(self.snapshot_db, self._owner)
+                await self._db.open()
+                async with self._write_lock:
+                    await self._write(heartbeat=True)
+                    await self._db.load_stats(self._store)
+                await self._load_idempotency()
+                if self.requeue_pending:
+                    await self._claim()
+                else:
+                    await self._interrupt_orphans()
+            if self.retention_days is not None:
+                await self.prune(older_than=timedelta(days=self.retention_days))
+        except BaseException:
+            await self._close_resources()
+            self._started = False
+            self._loop = None
+            raise
+        self._maintenance = asyncio.create_task(self._maintain(), name="taskflow-maintenance")
+        backlog, self._backlog = self._backlog, []
+        for job in backlog:
+            self._release(job)
+
+    async def _load_idempotency(self) -> None:
+        assert self._db is not None
+        statuses = self._evicted_status
+        for key, task_id, status in reversed(
+            await self._db.recent_idempotency_keys(max(1000, self.max_history))
+        ):
+            self._store.idempotency.setdefault(key, task_id)
+            statuses[key] = TaskStatus(status)
+
+    async def _interrupt_orphans(self) -> None:
+        """Without requeue_pending, dead processes' unfinished rows become interrupted."""
+        assert self._db is not None and self._write_lock is not None
+        async with self._write_lock:
+            records = await self._db.claim_orphans(
+                {r[0] for r in await self._db_names()} | set(self._registry)
+            )
+        for record in records:
+            record.requeue = False
+            self._store.add(record)
+            job = _Job(record, _noop, TaskConfig(record.func_name), contextvars.copy_context())
+            self._jobs[record.task_id] = job
+            self._finish(
+                job,
+                TaskStatus.INTERRUPTED,
+                error="the process running this task stopped before it finished",
+            )
+
+    async def _db_names(self) -> list[tuple[str]]:
+        assert self._db is not None and self._db.conn is not None
+        async with self._db.conn.execute(
+            "SELECT DISTINCT func_name FROM tasks WHERE status IN ('pending', 'running')"
+        ) as cur:
+            return list(await cur.fetchall())
+
+    async def shutdown(self) -> None:
+        """Stop: wait up to ``shutdown_timeout`` for running tasks, then interrupt the rest.
+
+        Pending tasks are saved to run after the next start when
+        ``requeue_pending=True`` (or ``persist=True``), else marked interrupted.
+        Everything is written to the database before this returns.
+        """
+        if not self._started or self._closing:
+            return
+        self._closing = True
+        try:
+            running = [
+                j.handle
+                for j in list(self._jobs.values())
+                if j.handle is not None
+                and not j.handle.done()
+                and j.record.status is TaskStatus.RUNNING
+            ]
+            if running:
+                await asyncio.wait(running, timeout=self.shutdown_timeout)
+            stopping = []
+            for job in list(self._jobs.values()):
+                if job.handle is not None and not job.handle.done():
+                    job.stop = "shutdown"
+                    job.handle.cancel()
+                    stopping.append(job.handle)
+            if stopping:
+                await asyncio.wait(stopping, timeout=1.0)
+            for job in list(self._jobs.values()):
+                record = job.record
+                if record.status is TaskStatus.RUNNING:
+                    self._stopped(job)  # its coroutine did not answer the cancellation
+                elif record.status is TaskStatus.PENDING:
+                    keep = self._db is not None and (self.requeue_pending or record.persist)
+                    if keep and _encode_args(record.args, record.kwargs) is not None:
+                        record.requeue = True
+                        self._store.notify(record)
+                        self._jobs.pop(record.task_id, None)
+                    else:
+                        why = "not started before shutdown"
+                        if keep:
+                            why += "; its arguments cannot be stored as JSON to run it later"
+                        self._finish(job, TaskStatus.INTERRUPTED, error=why)
+            self._backlog.clear()
+            if self._maintenance is not None:
+                self._maintenance.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._maintenance
+                self._maintenance = None
+            if self._db is not None and self._db.conn is not None:
+                await self.flush()
+                await self._db.leave()
+        finally:
+            await self._close_resources()
+            self._started = False
+            self._loop = None
+            self._jobs.clear()
+
+    async def _close_resources(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+        if self._logfile is not None:
+            self._logfile.close()
+            self._logfile = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self._slots = None
+
+    def init_app(self, app: FastAPI) -> None:
+        """Run ``startup()``/``shutdown()`` with the app's lifespan, inside the app's own.
+
+        Wraps ``app.router.lifespan_context``, so it also works for apps built
+        with ``FastAPI(lifespan=...)``: the manager starts after the app's
+        lifespan has started and stops before it ends. Calling it again for the
+        same app does nothing.
+        """
+        if not isinstance(app, FastAPI):
+            raise TypeError(f"init_app() needs a FastAPI app, got {app!r}")
+        if id(app) in self._lifespan_apps:
+            return
+        self._lifespan_apps.add(id(app))
+        inner = app.router.lifespan_context
+        manager = self
+
+        @asynccontextmanager
+        async def lifespan(app_: Any) -> Any:
+            async with inner(app_) as state:
+                started_here = not manager._started  # a manual lifespan may have started it
+                if started_here:
+                    await manager.startup()
+                try:
+                    yield state
+                finally:
+                    if started_here:
+                        await manager.shutdown()
+
+        app.router.lifespan_context = lifespan
+
+    def install(self, app: FastAPI) -> None:
+        """Give this app's plain ``BackgroundTasks`` parameters a ``ManagedBackgroundTasks``.
+
+        Affects only requests to ``app``: other apps in the process keep FastAPI's
+        own class. Call it before the app starts serving.
+        """
+        if not isinstance(app, FastAPI):
+            raise TypeError(f"install() needs a FastAPI app, got {app!r}")
+        if getattr(app.state, "taskflow_installed", None) is self:
+            return
+        # FastAPI builds the request's BackgroundTasks through this module-level name;
+        # our stand-in returns FastAPI's own class unless the request came through an
+        # installed app's middleware.
+        _fastapi_dependency_utils.BackgroundTasks = _plain_background_tasks  # type: ignore[misc]
+        app.add_middleware(_InstallMiddleware, manager=self)
+        app.state.taskflow_installed = self
+
+
+def _noop() -> None:
+    return None
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _qualified(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', _name_of(func))}"
+
+
+def _statuses(status: Any) -> list[str]:
+    if status is None:
+        return []
+    values = [status] if isinstance(status, (str, TaskStatus)) else list(status)
+    out = []
+    for value in values:
+        text = value.value if isinstance(value, TaskStatus) else str(value)
+        if text not in _STATUS_VALUES:
+            raise ValueError(f"status must be one of {list(_STATUS_VALUES)}, got {value!r}")
+        out.append(text)
+    return out
+
+
+def _timestamp(name: str, value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {value!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_UTC)  # naive datetimes are read as UTC
+    return value.timestamp()
+
+
+# =============================================================================
+# Auth: credential backends, signed sessions, login throttling, CSRF.
+# =============================================================================
+
+
+class TaskAuthBackend:
+    """Base class for custom dashboard authentication.
+
+    Subclass it and implement ``authenticate_user(username, password) -> bool``,
+    as a plain method (run in a worker thread, so it may block) or as
+    ``async def`` (awaited on the event loop).
+    """
+
+    def authenticate_user(self, username: str, password: str) -> bool:
+        """Return True when ``username`` may log in with ``password``."""
+        raise NotImplementedError("subclass TaskAuthBackend and implement authenticate_user()")
+
+
+class _StaticAuth(TaskAuthBackend):
+    """Users given in code: passwords are kept only as keyed digests, compared in constant time."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._key = os.urandom(32)
+        self._users = {user: self._digest(password) for user, password in pairs}
+        self._missing = self._digest(uuid.uuid4().hex)
+
+    def _digest(self, password: str) -> bytes:
+        return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), "sha256").digest()
+
+    def authenticate_user(self, username: str, password: str) -> bool:
+        expected = self._users.get(username)
+        # Unknown users cost the same comparison, so timing does not reveal who exists.
+        same = hmac.compare_digest(self._digest(password), expected or self._missing)
+        return same and expected is not None
+
+
+def _auth_backend(auth: Any) -> TaskAuthBackend | None:
+    if auth is None or isinstance(auth, TaskAuthBackend):
+        return auth
+    pairs = [auth] if isinstance(auth, tuple) else auth
+    if (
+        isinstance(pairs, list)
+        and pairs
+        and all(
+            isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) and x for x in p)
+            for p in pairs
+        )
+    ):
+        return _StaticAuth(pairs)
+    raise TypeError(
+        "auth must be None, a (username, password) tuple of non-empty strings, a list of such "
+        f"tuples, or a TaskAuthBackend instance; got {type(auth).__name__}"
+    )
+
+
+class _Throttle:
+    """At most ``limit`` failed logins per username and per client in ``window`` seconds."""
+
+    def __init__(self, limit: int = 5, window: float = 15 * 60) -> None:
+        self.limit = limit
+        self.window = window
+        self.failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        stamps = self.failures.get(key)
+        if stamps is None:
+            return deque()
+        while stamps and stamps[0] <= now - self.window:
+            stamps.popleft()
+        if not stamps:
+            del self.failures[key]
+        return stamps
+
+    def retry_after(self, keys: Iterable[str]) -> int:
+        """Seconds until another attempt is allowed (0 when allowed now)."""
+        now, wait = time.monotonic(), 0.0
+        for key in keys:
+            stamps = self._recent(key, now)
+            if len(stamps) >= self.limit:
+                wait = max(wait, stamps[-self.limit] + self.window - now)
+        return math.ceil(wait)
+
+    def fail(self, keys: Iterable[str]) -> None:
+        now = time.monotonic()
+        if len(self.failures) > 50_000:  # bound memory under a spray of usernames
+            for key in list(self.failures)[:10_000]:
+                self._recent(key, now)
+        for key in keys:
+            self.failures.setdefault(key, deque(maxlen=self.limit * 2)).append(now)
+
+
+_SESSION_COOKIE = "taskflow_session"
+
+
+def _same_site(request: Request) -> bool:
+    """False when the browser tells us the request comes from another site."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return False
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        return source is None
+    parsed = urllib.parse.urlsplit(source)
+    host = request.headers.get("host", "")
+    return parsed.netloc.lower() == host.lower() and parsed.scheme in ("http", "https")
+
+
+def _from_browser(request: Request) -> bool:
+    headers = request.headers
+    return any(h in headers for h in ("origin", "referer", "sec-fetch-site", "sec-fetch-mode"))
+
+
+def _local_path(target: str | None, default: str) -> str:
+    """``target`` if it is a path on this site, else ``default`` (no open redirects)."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return default
+    if "\\" in target or any(ord(c) < 32 for c in target):
+        return default
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
+
+
+# =============================================================================
+# HTTP API: JSON routes under the admin path.
+# =============================================================================
+
+
+class TaskOut(BaseModel):
+    """A task as the JSON API returns it."""
+
+    task_id: str
+    func_name: str
+    status: TaskStatus
+    created_at: datetime
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    duration: float | None = None
+    retries_used: int = 0
+    error: str | None = None
+    tags: dict[str, str] = {}
+    retry_of: str | None = None
+    logs: list[str] = []
+    stacktrace: str | None = None
+    attempts: list[dict[str, Any]] = []
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+class RetryOut(BaseModel):
+    """The new task created by a retry."""
+
+    task_id: str
+    retry_of: str
+
+
+class BulkRetryIn(BaseModel):
+    """Body of ``POST {path}/bulk-retry``."""
+
+    task_ids: list[str] = Field(max_length=1000)
+
+
+class BulkRetryOut(BaseModel):
+    """What a bulk replay did."""
+
+    dispatched: int
+    skipped: int
+    results: list[dict[str, str]]
+
+
+class DeletedOut(BaseModel):
+    """How many history records a delete removed."""
+
+    deleted: int
+
+
+class AuditOut(BaseModel):
+    """One audit entry: who did what, when."""
+
+    timestamp: str
+    actor: str
+    action: str
+    task_id: str | None = None
+    detail: dict[str, Any] = {}
+
+
+_MAX_REPLAY = 1000
+_UNITS = {"min": 60, "hour": 3600, "day": 86400}
+
+
+def _json(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return Response(body, status_code, headers, media_type="application/json")
+
+
+def _prometheus(metrics: dict[str, Any]) -> str:
+    def label(value: str) -> str:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    lines = ["# HELP taskflow_tasks Tasks known, by status.", "# TYPE taskflow_tasks gauge"]
+    lines += [f'taskflow_tasks{{status="{s}"}} {metrics[s]}' for s in _STATUS_VALUES]
+    lines += [
+        "# HELP taskflow_function_tasks Tasks known, by function and status.",
+        "# TYPE taskflow_function_tasks gauge",
+    ]
+    for name, fm in metrics["functions"].items():
+        lines += [
+            f'taskflow_function_tasks{{func_name="{label(name)}",status="{s}"}} {fm[s]}'
+            for s in _STATUS_VALUES
+        ]
+    lines += [
+        "# HELP taskflow_task_duration_seconds Task duration quantiles (recent tasks).",
+        "# TYPE taskflow_task_duration_seconds summary",
+    ]
+    duration = metrics["duration"]
+    for quantile, key in (("0.5", "p50"), ("0.95", "p95")):
+        if duration[key] is not None:
+            lines.append(f'taskflow_task_duration_seconds{{quantile="{quantile}"}} {duration[key]}')
+    lines += [
+        "# HELP taskflow_success_ratio Successful share of finished tasks.",
+        "# TYPE taskflow_success_ratio gauge",
+        f"taskflow_success_ratio {metrics['success_rate']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_since(since: str) -> timedelta | None:
+    if since == "all":
+        return None
+    match = re.fullmatch(r"(\d{1,5})([hd])", since)
+    if not match:
+        raise HTTPException(422, "since must look like 6h, 2d or all")
+    amount = int(match.group(1))
+    return timedelta(hours=amount) if match.group(2) == "h" else timedelta(days=amount)
+
+
+class _Admin:
+    """Everything TaskAdmin mounts; TaskAdmin itself only validates and wires."""
+
+    def __init__(
+        self,
+        manager: TaskManager,
+        path: str,
+        backend: TaskAuthBackend | None,
+        secret: str,
+        token_expiry: int,
+        poll_interval: float,
+        title: str,
+        display_func_args: bool,
+    ) -> None:
+        self.manager = manager
+        self.path = path
+        self.backend = backend
+        self.sessions = URLSafeTimedSerializer(secret, salt="taskflow-session")
+        self.forms = URLSafeTimedSerializer(secret, salt="taskflow-login-form")
+        self.token_expiry = token_expiry
+        self.poll_interval = poll_interval
+        self.title = title
+        self.display_func_args = display_func_args
+        self.throttle = _Throttle()
+        self.revoked: dict[str, float] = {}  # session id -> when its cookie would expire
+        self.templates = jinja2.Environment(
+            loader=jinja2.DictLoader(
+                {"dashboard.html": _DASHBOARD_HTML, "login.html": _LOGIN_HTML}
+            ),
+            autoescape=True,
+        )
+        self.asset_version = hashlib.sha256((_APP_JS + _APP_CSS).encode()).hexdigest()[:12]
+
+    # -- sessions ------------------------------------------------------------
+
+    def session(self, request: Request) -> dict[str, Any] | None:
+        """The valid session of this request, or None."""
+        cookie = request.cookies.get(_SESSION_COOKIE)
+        if not cookie:
+            return None
+        try:
+            data = self.sessions.loads(cookie, max_age=self.token_expiry)
+        except (BadSignature, SignatureExpired, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("sid") in self.revoked:
+            return None
+        return data
+
+    def user(self, request: Request) -> str:
+        """Dependency: the logged-in user (``anonymous`` without auth), or 401."""
+        if self.backend is None:
+            return "anonymous"
+        session = self.session(request)
+        if session is None:
+            raise HTTPException(401, "Unauthorized", headers={"Cache-Control": "no-store"})
+        return str(session["u"])
+
+    def guard_write(self, request: Request) -> str:
+        """Dependency for state-changing routes: cross-site check, CSRF token, then user."""
+        if not _same_site(request):
+            raise HTTPException(403, "cross-site request refused")
+        user = self.user(request)
+        if self.backend is not None and _from_browser(request):
+            session = self.session(request) or {}
+            token = request.headers.get("x-csrf-token", "")
+            if not hmac.compare_digest(token.encode(), str(session.get("csrf", "")).encode()):
+                raise HTTPException(403, "missing or wrong CSRF token")
+        return user
+
+    def csrf_for(self, request: Request) -> str:
+        session = self.session(request)
+        return str(session["csrf"]) if session else ""
+
+    def base(self, request: Request) -> str:
+        return request.scope.get("root_path", "").rstrip("/") + self.path
+
+    # -- routers -------------------------------------------------------------
+
+    def api_router(self) -> APIRouter:
+        router = APIRouter(prefix=self.path, tags=["taskflow"])
+        read = [Depends(self.user)]
+        write = Depends(self.guard_write)
+        manager = self.manager
+
+        @router.get("", response_model=list[TaskOut], dependencies=read,
+                    summary="List tasks, newest first")  # fmt: skip
+        async def list_tasks(
+            request: Request,
+            status: list[TaskStatus] | None = Query(None, description="repeatable"),
+            func_name: str | None = Query(None, max_length=500),
+            q: str | None = Query(None, max_length=500, description="task id prefix or name part"),
+            since: datetime | None = None,
+            until: datetime | None = None,
+            limit: int = Query(100, ge=1, le=1000),
+            offset: int = Query(0, ge=0, le=10**9),
+            sort: str = Query(
+                "-created_at",
+                pattern=r"^-?(created_at|start_time|end_time|"
+                r"duration|func_name|status)$",
+            ),  # fmt: skip
+        ) -> Response:
+            records, total = await manager.query(status=status, func_name=func_name, q=q,
+                                                 since=since, until=until, limit=limit,
+                                                 offset=offset, sort=sort)  # fmt: skip
+            headers = {"X-Total-Count": str(total)}
+            if offset + limit < total:
+                url = request.url.include_query_params(offset=offset + limit, limit=limit)
+                headers["Link"] = f'<{url}>; rel="next"'
+            args = self.display_func_args
+            return _json([r.to_dict(include_args=args, brief=True) for r in records], 200, headers)
+
+        @router.get("/metrics", dependencies=read, summary="Counts, rates and durations")
+        async def metrics() -> dict[str, Any]:
+            return manager.metrics()
+
+        @router.get("/metrics/prometheus", dependencies=read, response_class=PlainTextResponse,
+                    summary="Metrics in the Prometheus text format")  # fmt: skip
+        async def prometheus() -> PlainTextResponse:
+            return PlainTextResponse(_prometheus(manager.metrics()),
+                                     media_type="text/plain; version=0.0.4")  # fmt: skip
+
+        @router.get("/health", dependencies=read, summary="200 when healthy, 503 when not")
+        async def health() -> Response:
+            now = time.time()
+            stuck = [
+                j.record.task_id for j in list(manager._jobs.values())
+                if j.record.status is TaskStatus.RUNNING and j.record.started
+                and now - j.record.started > (j.config.timeout or 3600) * 2
+            ]  # fmt: skip
+            recent = manager.metrics()["per_minute"][-15:]
+            done = sum(m["success"] + m["failed"] for m in recent)
+            failed = sum(m["failed"] for m in recent)
+            rate = failed / done if done else 0.0
+            problems = []
+            if stuck:
+                problems.append(f"{len(stuck)} task(s) running far longer than expected")
+            if done >= 10 and rate > 0.5:
+                problems.append(f"{rate:.0%} of tasks failed in the last 15 minutes")
+            if not manager._started:
+                problems.append("task manager is not running")
+            body = {"status": "degraded" if problems else "ok", "problems": problems,
+                    "stuck_task_ids": stuck[:20], "failure_rate_15m": round(rate, 4),
+                    "finished_15m": done}  # fmt: skip
+            return _json(body, 503 if problems else 200)
+
+        @router.get("/audit", response_model=list[AuditOut], dependencies=read,
+                    summary="Who did what, newest first")  # fmt: skip
+        async def audit(limit: int = Query(100, ge=1, le=1000),
+                        offset: int = Query(0, ge=0, le=10**9)) -> Any:  # fmt: skip
+            return await manager.audit_log(limit, offset)
+
+        @router.get("/functions", dependencies=read, summary="Registered task functions")
+        async def functions() -> list[dict[str, Any]]:
+            return [
+                {"name": c.name, "retries": c.retries, "delay": c.delay, "backoff": c.backoff,
+                 "persist": c.persist, "requeue_on_interrupt": c.requeue_on_interrupt,
+                 "timeout": c.timeout, "jitter": c.jitter, "max_delay": c.max_delay}
+                for _, c in sorted(manager._registry.values(), key=lambda fc: fc[1].name)
+            ]  # fmt: skip
+
+        @router.get("/export.csv", dependencies=read, summary="Tasks matching filters, as CSV")
+        async def export(
+            status: list[TaskStatus] | None = Query(None),
+            func_name: str | None = Query(None, max_length=500),
+            q: str | None = Query(None, max_length=500),
+            since: datetime | None = None,
+            until: datetime | None = None,
+            limit: int = Query(10_000, ge=1, le=100_000),
+        ) -> Response:
+            records, _ = await manager.query(status=status, func_name=func_name, q=q,
+                                             since=since, until=until, limit=limit)  # fmt: skip
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(["task_id", "func_name", "status", "created_at", "start_time",
+                             "end_time", "duration", "retries_used", "error"])  # fmt: skip
+            for r in records:
+                writer.writerow([r.task_id, _csv_safe(r.func_name), r.status.value,
+                                 _iso(r.created), _iso(r.started), _iso(r.ended), r.duration,
+                                 r.retries_used, _csv_safe(r.error or "")])  # fmt: skip
+            stamp = datetime.now(_UTC).strftime("%Y%m%d-%H%M%S")
+            return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
+                "Content-Disposition": f'attachment; filename="tasks-{stamp}.csv"'})  # fmt: skip
+
+        @router.post("/bulk-retry", response_model=BulkRetryOut, summary="Replay chosen tasks")
+        async def bulk_retry(body: BulkRetryIn, user: str = write) -> Any:
+            result = await self.replay(dict.fromkeys(body.task_ids))
+            await manager.audit(user, "bulk_retry", None, {
+                "dispatched": result["dispatched"], "skipped": result["skipped"],
+                "task_ids": body.task_ids[:20]})  # fmt: skip
+            return result
+
+        @router.post("/retry-failed", response_model=BulkRetryOut,
+                     summary="Replay failed tasks created within a window")  # fmt: skip
+        async def retry_failed(
+            since: str = Query("6h", max_length=10),
+            func_name: str | None = Query(None, max_length=500),
+            user: str = write,
+        ) -> Any:
+            window = _parse_since(since)
+            start = datetime.now(_UTC) - window if window is not None else None
+            records, _ = await manager.query(status=["failed", "interrupted"], func_name=func_name,
+                                             since=start, limit=_MAX_REPLAY)  # fmt: skip
+            result = await self.replay([r.task_id for r in records])
+            await manager.audit(user, "retry_failed", None, {
+                "since": since, "func_name": func_name, "dispatched": result["dispatched"],
+                "skipped": result["skipped"]})  # fmt: skip
+            return result
+
+        @router.delete("/history", response_model=DeletedOut,
+                       summary="Delete finished tasks older than a window")  # fmt: skip
+        async def delete_history(
+            value: int = Query(..., ge=1, le=1_000_000),
+            unit: Literal["min", "hour", "day"] = Query(...),
+            user: str = write,
+        ) -> Any:
+            seconds = value * _UNITS[unit]
+            if seconds > 100 * 365 * 86400:
+                raise HTTPException(422, "window too large: at most 100 years")
+            deleted = await manager.prune(older_than=timedelta(seconds=seconds))
+            await manager.audit(user, "delete_history", None,
+                                {"value": value, "unit": unit, "deleted": deleted})  # fmt: skip
+            return {"deleted": deleted}
+
+        @router.get("/{task_id}", response_model=TaskOut, dependencies=read,
+                    summary="One task, with logs and traceback")  # fmt: skip
+        async def get_task(task_id: str = FastAPIPath(..., max_length=100)) -> Response:
+            record = await manager.fetch(task_id)
+            if record is None:
+                raise HTTPException(404, "Task not found")
+            return _json(record.to_dict(include_args=self.display_func_args))
+
+        @router.post("/{task_id}/cancel", response_model=TaskOut, summary="Cancel a task")
+        async def cancel(task_id: str = FastAPIPath(..., max_length=100),
+                         user: str = write) -> Response:  # fmt: skip
+            try:
+                record = manager.cancel(task_id)
+            except TaskNotFound:
+                if await manager.fetch(task_id) is None:
+                    raise HTTPException(404, "Task not found") from None
+                raise HTTPException(409, "only pending or running tasks can be cancelled") from None
+            except TaskStateError as exc:
+                raise HTTPException(409, str(exc)) from None
+            await manager.audit(user, "cancel", task_id)
+            return _json(record.to_dict(include_args=self.display_func_args))
+
+        @router.post("/{task_id}/retry", response_model=RetryOut, summary="Run a task again")
+        async def retry(task_id: str = FastAPIPath(..., max_length=100),
+                        user: str = write) -> Any:  # fmt: skip
+            record = await manager.fetch(task_id)
+            if record is None:
+                raise HTTPException(404, "Task not found")
+            if record.status not in (TaskStatus.FAILED, TaskStatus.INTERRUPTED):
+                raise HTTPException(409, "only failed or interrupted tasks can be retried; "
+                                         f"this one is {record.status.value}")  # fmt: skip
+            try:
+                new_id = await manager.retry(task_id)
+            except TaskStateError as exc:
+                raise HTTPException(409, str(exc)) from None
+            await manager.audit(user, "retry", task_id, {"new_task_id": new_id})
+            return {"task_id": new_id, "retry_of": task_id}
+
+        return router
+
+    async def replay(self, task_ids: Iterable[str]) -> dict[str, Any]:
+        results, skipped = [], 0
+        for task_id in list(task_ids)[:_MAX_REPLAY]:
+            record = await self.manager.fetch(task_id)
+            if record is None or record.status not in (TaskStatus.FAILED, TaskStatus.INTERRUPTED):
+                skipped += 1
+                continue
+            try:
+                new_id = await self.manager.retry(task_id)
+            except TaskflowError:
+                skipped += 1
+                continue
+            results.append({"original_task_id": task_id, "new_task_id": new_id})
+        return {"dispatched": len(results), "skipped": skipped, "results": results}
+
+    # -- pages -----------------------------------------------------------------
+
+    def page(self, html: str, status_code: int = 200) -> HTMLResponse:
+        return HTMLResponse(html, status_code, headers=_PAGE_HEADERS)
+
+    def dashboard_router(self) -> APIRouter:
+        router = APIRouter(prefix=self.path, include_in_schema=False)
+
+        @router.get("/dashboard")
+        async def dashboard(request: Request) -> Response:
+            base = self.base(request)
+            if self.backend is not None and self.session(request) is None:
+                target = urllib.parse.quote(request.url.path, safe="/")
+                return RedirectResponse(f"{base}/auth/login?next={target}", 303)
+            html = self.templates.get_template("dashboard.html").render(
+                title=self.title, base=base, csrf_token=self.csrf_for(request),
+                show_args=self.display_func_args, auth_enabled=self.backend is not None,
+                asset_version=self.asset_version)  # fmt: skip
+            return self.page(html)
+
+        @router.get("/dashboard/static/{name}")
+        async def static(name: str) -> Response:
+            assets = {"app.js": (_APP_JS, "text/javascript"), "app.css": (_APP_CSS, "text/css")}
+            if name not in assets:
+                raise HTTPException(404, "Not found")
+            body, media = assets[name]
+            return Response(body, media_type=f"{media}; charset=utf-8", headers={
+                **_PAGE_HEADERS, "Cache-Control": "public, max-age=86400"})  # fmt: skip
+
+        @router.get("/dashboard/stream")
+        async def stream(request: Request, user: str = Depends(self.user)) -> Response:
+            last = request.headers.get("last-event-id", "")
+            return StreamingResponse(self.events(last), media_type="text/event-stream", headers={
+                "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+
+        return router
+
+    async def events(self, last_event_id: str) -> Any:
+        """The SSE stream: one small event per changed task, coalesced, with heartbeats."""
+        store, manager = self.manager._store, self.manager
+        wake = asyncio.Event()
+        store.watchers.add(wake)
+        try:
+            seen = store.seq
+            yield "retry: 3000\n\n"
+            if last_event_id.isdigit():
+                resume = int(last_event_id)
+                oldest = store.changes[0][0] if store.changes else store.seq + 1
+                if resume > store.seq or oldest > resume + 1:
+                    yield _sse("refresh", {}, seen)  # too old (or another process): reload
+                else:
+                    seen = resume
+            yield _sse("metrics", manager.metrics())
+            metrics_at = time.monotonic()
+            beat_at = time.monotonic()
+            ends_at = time.monotonic() + 600  # clients reconnect; bounds a dead connection
+            while time.monotonic() < ends_at and not manager._closing:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                wake.clear()
+                now = time.monotonic()
+                if manager._db is not None and now - manager._last_refresh >= self.poll_interval:
+                    before = manager.metrics()
+                    manager._last_refresh = now
+                    await manager.refresh()
+                    if _counts(manager.metrics()) != _counts(before):
+                        yield _sse("refresh", {}, store.seq)
+                if store.seq != seen:
+                    changed = list(dict.fromkeys(i for s, i in store.changes if s > seen))
+                    seen = store.seq
+                    if len(changed) > 100:
+                        yield _sse("refresh", {}, seen)
+                    else:
+                        for task_id in changed:
+                            record = store.records.get(task_id) or store.dirty.get(task_id)
+                            if record is not None:
+                                yield _sse("task", record.to_dict(brief=True), seen)
+                    beat_at = now
+                    if now - metrics_at >= 1.0:
+                        metrics_at = now
+                        yield _sse("metrics", manager.metrics())
+                    await asyncio.sleep(0.25)  # coalesce bursts: at most ~4 batches a second
+                elif now - beat_at >= 15.0:
+                    beat_at = now
+                    yield ": ping\n\n"
+        finally:
+            store.watchers.discard(wake)
+
+    def auth_router(self) -> APIRouter:
+        router = APIRouter(prefix=self.path + "/auth", include_in_schema=False)
+
+        @router.get("/login")
+        async def login_page(request: Request, next: str | None = None) -> Response:
+            return self.login_form(request, next)
+
+        @router.post("/login")
+        async def login(request: Request) -> Response:
+            if not _same_site(request):
+                return _json({"detail": "cross-site request refused"}, 403)
+            form = await _read_form(request)
+            if isinstance(form, Response):
+                return form
+            username, password = form.get("username", ""), form.get("password", "")
+            target = form.get("next")
+            if _from_browser(request):
+                try:
+                    self.forms.loads(form.get("csrf_token", ""), max_age=3600)
+                except (BadSignature, SignatureExpired):
+                    return self.login_form(request, target, "The form expired; please try again.",
+                                           username, 403)  # fmt: skip
+            client = request.client.host if request.client else "?"
+            keys = [f"user:{username.casefold()}", f"client:{client}"]
+            wait = self.throttle.retry_after(keys)
+            if wait:
+                response = self.login_form(request, target,
+                                           "Too many failed attempts; try again later.",
+                                           username, 429)  # fmt: skip
+                response.headers["Retry-After"] = str(wait)
+                return response
+            if not username or not password or not await self.check(username, password):
+                self.throttle.fail(keys)
+                return self.login_form(request, target, "Invalid username or password.",
+                                       username, 401)  # fmt: skip
+            sid = secrets.token_urlsafe(16)
+            cookie = self.sessions.dumps({"u": username, "sid": sid,
+                                          "csrf": secrets.token_urlsafe(24)})  # fmt: skip
+            base = self.base(request)
+            response = RedirectResponse(_local_path(target, base + "/dashboard"), 303)
+            response.set_cookie(_SESSION_COOKIE, cookie, max_age=self.token_expiry, path="/",
+                                httponly=True, samesite="lax",
+                                secure=request.url.scheme == "https")  # fmt: skip
+            await self.manager.audit(username, "login")
+            return response
+
+        async def logout(request: Request) -> Response:
+            session = self.session(request)
+            if session is not None:
+                self.revoked[session["sid"]] = time.time() + self.token_expiry
+                now = time.time()
+                for sid in [s for s, until in self.revoked.items() if until < now]:
+                    del self.revoked[sid]
+                await self.manager.audit(str(session["u"]), "logout")
+            response = RedirectResponse(self.base(request) + "/auth/login", 303)
+            response.delete_cookie(_SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+            return response
+
+        @router.post("/logout")
+        async def logout_post(request: Request) -> Response:
+            if not _same_site(request):
+                return _json({"detail": "cross-site request refused"}, 403)
+            return await logout(request)
+
+        router.add_api_route("/logout", logout, methods=["GET"])
+        return router
+
+    async def check(self, username: str, password: str) -> bool:
+        assert self.backend is not None
+        method = self.backend.authenticate_user
+        if inspect.iscoroutinefunction(method):
+            return bool(await method(username, password))
+        return bool(await asyncio.to_thread(method, username, password))
+
+    def login_form(self, request: Request, target: str | None, error: str | None = None,
+                   username: str = "", status_code: int = 200) -> HTMLResponse:  # fmt: skip
+        base = self.base(request)
+        html = self.templates.get_template("login.html").render(
+            title=self.title, base=base, csrf_token=self.forms.dumps("login"),
+            next=_local_path(target, base + "/dashboard"), error=error, username=username,
+            asset_version=self.asset_version)  # fmt: skip
+        return self.page(html, status_code)
+
+
+def _counts(metrics: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(metrics[s] for s in _STATUS_VALUES)
+
+
+def _sse(event: str, data: Any, event_id: int | None = None) -> str:
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {payload}\n\n"
+
+
+def _csv_safe(text: str) -> str:
+    # Spreadsheets run cells that start with these as formulas.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+async def _read_form(request: Request) -> dict[str, str] | Response:
+    """Parse a urlencoded form with the standard library (no python-multipart needed)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return _json({"detail": "expected an application/x-www-form-urlencoded form"}, 415)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > 16 * 1024:
+            return _json({"detail": "form too large"}, 413)
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                       max_num_fields=20)  # fmt: skip
+    except (UnicodeDecodeError, ValueError):
+        return _json({"detail": "malformed form"}, 400)
+    return dict(pairs)
+
+
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+# =============================================================================
+# Admin: TaskAdmin wires routes, auth and lifecycle into an app.
+# =============================================================================
+
+
+class TaskAdmin:
+    """Mount the task API, the live dashboard and (optionally) a login on ``app``.
+
+    All set-up happens here; there is no need to keep the object. It also
+    registers the manager's lifecycle like ``init_app`` (never twice), applies
+    ``retention_days`` to the manager, and with ``auto_install=True`` lets plain
+    ``BackgroundTasks`` parameters return task ids.
+    """
+
+    def __init__(
+        self,
+        app: FastAPI,
+        task_manager: TaskManager,
+        path: str = "/tasks",
+        auto_install: bool = False,
+        auth: Any = None,
+        secret_key: str | None = None,
+        token_expiry: int = 86400,
+        poll_interval: float = 30.0,
+        title: str = "fastapi-taskflow",
+        retention_days: float | None = None,
+        display_func_args: bool = False,
+    ) -> None:
+        if not isinstance(app, FastAPI):
+            raise TypeError(f"app must be a FastAPI application, got {app!r}")
+        if not isinstance(task_manager, TaskManager):
+            raise TypeError(f"task_manager must be a TaskManager, got {task_manager!r}")
+        if not isinstance(path, str) or not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
+            raise ValueError(
+                f"path must start with '/', have no trailing '/' and use only letters, digits "
+                f"and . _ ~ - in its segments; got {path!r}"
+            )
+        _check_bool("auto_install", auto_install)
+        _check_bool("display_func_args", display_func_args)
+        _check_number("token_expiry", token_expiry, minimum=1, integer=True)
+        _check_number("poll_interval", poll_interval, strict=True)
+        _check_number("retention_days", retention_days, allow_none=True, strict=True)
+        if not isinstance(title, str) or not title.strip():
+            raise TypeError(f"title must be a non-empty string, got {title!r}")
+        if secret_key is not None and (not isinstance(secret_key, str) or len(secret_key) < 16):
+            raise ValueError("secret_key must be a string of at least 16 characters")
+        backend = _auth_backend(auth)
+        if backend is not None and secret_key is None:
+            logger.warning(
+                "TaskAdmin: no secret_key given; using a random one, so dashboard sessions end "
+                "when this process restarts and do not work across worker processes"
+            )
+        if backend is None:
+            logger.warning("TaskAdmin: no auth configured; the task API and dashboard at %s are "
+                           "open to anyone who can reach this app", path)  # fmt: skip
+        if retention_days is not None:
+            task_manager.retention_days = retention_days
+        if auto_install:
+            task_manager.install(app)
+        admin = _Admin(task_manager, path, backend, secret_key or secrets.token_hex(32),
+                       token_expiry, float(poll_interval), title, display_func_args)  # fmt: skip
+        if backend is not None:
+            app.include_router(admin.auth_router())
+        app.include_router(admin.dashboard_router())  # before the API's /{task_id}
+        app.include_router(admin.api_router())
+        task_manager.init_app(app)
+
+
+# =============================================================================
+# Embedded templates and assets (the dashboard and login page; no external files).
+# =============================================================================
+
+_DASHBOARD_HTML = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="same-origin">
+<meta name="robots" content="noindex">
+<title>{{ title }}</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{{ base }}/dashboard/static/app.css?v={{ asset_version }}">
+<script src="{{ base }}/dashboard/static/app.js?v={{ asset_version }}" defer></script>
+</head>
+<body class="dash" data-base="{{ base }}" data-stream="{{ base }}/dashboard/stream" data-csrf="{{ csrf_token }}" data-show-args="{{ '1' if show_args else '0' }}" data-auth="{{ '1' if auth_enabled else '0' }}" data-title="{{ title }}">
+<a class="skip" href="#view-all">Skip to tasks</a>
+<header class="topbar">
+  <div class="brand"><span class="logo" aria-hidden="true"></span><h1>{{ title }}</h1></div>
+  <div class="top-actions">
+    <span id="live" class="live" role="status" aria-live="polite" data-state="connecting">Connecting…</span>
+    {% if auth_enabled %}
+    <form class="logout" method="post" action="{{ base }}/auth/logout">
+      <input type="hidden" name="csrf_token" value="{{ csrf_token }}">
+      <button type="submit" class="btn ghost">Sign out</button>
+    </form>
+    {% endif %}
+  </div>
+</header>
+
+<main id="main">
+  <section class="cards" aria-label="Task counts">
+    <button type="button" class="card" data-filter=""><span class="card-label">Total</span><strong class="card-value" data-count="total">–</strong></button>
+    <button type="button" class="card s-pending" data-filter="pending"><span class="card-label">Pending</span><strong class="card-value" data-count="pending">–</strong></button>
+    <button type="button" class="card s-running" data-filter="running"><span class="card-label">Running</span><strong class="card-value" data-count="running">–</strong></button>
+    <button type="button" class="card s-success" data-filter="success"><span class="card-label">Success</span><strong class="card-value" data-count="success">–</strong></button>
+    <button type="button" class="card s-failed" data-filter="failed"><span class="card-label">Failed</span><strong class="card-value" data-count="failed">–</strong></button>
+    <button type="button" class="card s-interrupted" data-filter="interrupted"><span class="card-label">Interrupted</span><strong class="card-value" data-count="interrupted">–</strong></button>
+    <button type="button" class="card s-cancelled" data-filter="cancelled"><span class="card-label">Cancelled</span><strong class="card-value" data-count="cancelled">–</strong></button>
+    <div class="card static"><span class="card-label">Success rate</span><strong class="card-value" data-count="success_rate">–</strong></div>
+  </section>
+
+  <section class="panel chart-panel" aria-labelledby="chart-title">
+    <div class="panel-head">
+      <h2 id="chart-title">Last 60 minutes</h2>
+      <ul class="legend">
+        <li><span class="swatch ok" aria-hidden="true"></span>Completed <strong id="sum-ok">0</strong></li>
+        <li><span class="swatch fail" aria-hidden="true"></span>Failed <strong id="sum-fail">0</strong></li>
+      </ul>
+      <dl class="figures">
+        <div><dt>p50</dt><dd id="fig-p50">–</dd></div>
+        <div><dt>p95</dt><dd id="fig-p95">–</dd></div>
+        <div><dt>avg</dt><dd id="fig-avg">–</dd></div>
+        <div><dt>max</dt><dd id="fig-max">–</dd></div>
+      </dl>
+    </div>
+    <div class="chart-box">
+      <span class="chart-peak" id="chart-peak" aria-hidden="true"></span>
+      <svg id="chart" class="chart" viewBox="0 0 600 120" preserveAspectRatio="none" role="img" aria-label="Completions and failures per minute"></svg>
+      <div class="chart-axis" aria-hidden="true"><span>60 min ago</span><span>now</span></div>
+    </div>
+  </section>
+
+  <div class="tabs" role="tablist" aria-label="Views">
+    <button type="button" role="tab" id="tab-all" aria-controls="view-all" aria-selected="true">All tasks</button>
+    <button type="button" role="tab" id="tab-failed" aria-controls="view-failed" aria-selected="false">Failed <span class="badge" id="failed-badge"></span></button>
+  </div>
+
+  <section id="view-all" class="panel" role="tabpanel" aria-labelledby="tab-all">
+    <form class="filters" id="filters" role="search">
+      <label>Status
+        <select id="status-filter" name="status">
+          <option value="">All statuses</option>
+          <option value="pending">Pending</option>
+          <option value="running">Running</option>
+          <option value="success">Success</option>
+          <option value="failed">Failed</option>
+          <option value="interrupted">Interrupted</option>
+          <option value="cancelled">Cancelled</option>
+        </select>
+      </label>
+      <label>Function
+        <select id="func-filter" name="func_name"><option value="">All functions</option></select>
+      </label>
+      <label class="grow">Search
+        <input id="search" name="q" type="search" placeholder="Task id, function, error…" autocomplete="off" spellcheck="false">
+      </label>
+      <label>Created within
+        <select id="window-filter" name="window">
+          <option value="15m">15 minutes</option>
+          <option value="1h">1 hour</option>
+          <option value="24h">24 hours</option>
+          <option value="7d">7 days</option>
+          <option value="all" selected>All time</option>
+        </select>
+      </label>
+      <a id="export" class="btn" href="{{ base }}/export.csv" download>Export CSV</a>
+    </form>
+
+    <div class="table-wrap">
+      <table id="tasks" class="tasks">
+        <caption class="sr-only">Tasks. Select a row to see its details.</caption>
+        <thead>
+          <tr>
+            <th scope="col" aria-sort="none"><button type="button" class="sort" data-sort="func_name">Function</button></th>
+            <th scope="col" aria-sort="none"><button type="button" class="sort" data-sort="status">Status</button></th>
+            <th scope="col">Task id</th>
+            <th scope="col" aria-sort="descending"><button type="button" class="sort" data-sort="created_at">Created</button></th>
+            <th scope="col" class="num" aria-sort="none"><button type="button" class="sort" data-sort="duration">Duration</button></th>
+            <th scope="col" class="num">Retries</th>
+            <th scope="col">Error</th>
+          </tr>
+        </thead>
+        <tbody id="task-rows"></tbody>
+      </table>
+      <p id="empty" class="empty" hidden>No tasks match these filters.</p>
+    </div>
+    <nav class="pager" aria-label="Pagination">
+      <span id="range" aria-live="polite">0 of 0</span>
+      <button type="button" class="btn" id="prev">‹ Prev</button>
+      <button type="button" class="btn" id="next">Next ›</button>
+    </nav>
+  </section>
+
+  <section id="view-failed" class="panel" role="tabpanel" aria-labelledby="tab-failed" hidden>
+    <div class="toolbar">
+      <button type="button" class="btn primary" id="replay-selected" disabled>Replay selected</button>
+      <span class="sep" aria-hidden="true"></span>
+      <label>Replay all failed since
+        <select id="replay-window">
+          <option value="1h">1 hour</option>
+          <option value="6h" selected>6 hours</option>
+          <option value="24h">24 hours</option>
+          <option value="7d">7 days</option>
+          <option value="all">ever</option>
+        </select>
+      </label>
+      <button type="button" class="btn" id="replay-all">Replay all</button>
+      <span id="failed-info" class="muted" aria-live="polite"></span>
+    </div>
+    <div class="table-wrap">
+      <table id="failed-table" class="tasks">
+        <caption class="sr-only">Failed and interrupted tasks</caption>
+        <thead>
+          <tr>
+            <th scope="col" class="check"><input type="checkbox" id="failed-all" aria-label="Select all failed tasks"></th>
+            <th scope="col">Function</th>
+            <th scope="col">Status</th>
+            <th scope="col">Task id</th>
+            <th scope="col">Ended</th>
+            <th scope="col">Error</th>
+          </tr>
+        </thead>
+        <tbody id="failed-rows"></tbody>
+      </table>
+      <p id="failed-empty" class="empty" hidden>No failed tasks. Nice.</p>
+    </div>
+  </section>
+</main>
+
+<aside id="detail" class="detail" role="dialog" aria-labelledby="detail-title" tabindex="-1" hidden>
+  <header class="detail-head">
+    <h2 id="detail-title">Task</h2>
+    <button type="button" class="btn ghost icon" id="detail-close" aria-label="Close details">✕</button>
+  </header>
+  <div class="detail-actions">
+    <button type="button" class="btn danger" id="detail-cancel" hidden>Cancel task</button>
+    <button type="button" class="btn primary" id="detail-retry" hidden>Retry task</button>
+  </div>
+  <div id="detail-body" class="detail-body"></div>
+</aside>
+
+<div id="toast" class="toast" role="status" aria-live="polite" hidden></div>
+</body>
+</html>
+"""
+
+
+_LOGIN_HTML = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="same-origin">
+<meta name="robots" content="noindex">
+<title>Sign in · {{ title }}</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{{ base }}/dashboard/static/app.css{% if asset_version is defined %}?v={{ asset_version }}{% endif %}">
+</head>
+<body class="login">
+<main class="login-card">
+  <div class="brand"><span class="logo" aria-hidden="true"></span><h1>{{ title }}</h1></div>
+  <p class="muted">Sign in to the task dashboard.</p>
+  {% if error %}<p class="alert" role="alert">{{ error }}</p>{% endif %}
+  <form method="post" action="{{ base }}/auth/login">
+    <input type="hidden" name="csrf_token" value="{{ csrf_token }}">
+    <input type="hidden" name="next" value="{{ next }}">
+    <label for="username">Username</label>
+    <input id="username" name="username" type="text" value="{{ username or '' }}" autocomplete="username" autocapitalize="none" spellcheck="false" required{% if not username %} autofocus{% endif %}>
+    <label for="password">Password</label>
+    <input id="password" name="password" type="password" autocomplete="current-password" required{% if username %} autofocus{% endif %}>
+    <button type="submit" class="btn primary block">Sign in</button>
+  </form>
+</main>
+</body>
+</html>
+"""
+
+
+_APP_CSS = r"""/* taskflow dashboard: system fonts only, light and dark themes, no external assets. */
+:root {
+  color-scheme: light dark;
+  --bg: #f6f7f9;
+  --surface: #ffffff;
+  --surface-2: #f1f3f6;
+  --border: #e2e5ea;
+  --text: #1b1f24;
+  --muted: #5f6b7a;
+  --accent: #4f46e5;
+  --accent-text: #ffffff;
+  --focus: #6366f1;
+  --ok: #16a34a;
+  --fail: #dc2626;
+  --warn: #d97706;
+  --info: #2563eb;
+  --idle: #64748b;
+  --ok-bg: #dcfce7;
+  --fail-bg: #fee2e2;
+  --warn-bg: #fef3c7;
+  --info-bg: #dbeafe;
+  --idle-bg: #e2e8f0;
+  --flash: #eef2ff;
+  --shadow: 0 1px 2px rgb(15 23 42 / 6%), 0 4px 16px rgb(15 23 42 / 6%);
+  --radius: 10px;
+  --font: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+  --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
+}
+
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0f1216;
+    --surface: #171b21;
+    --surface-2: #1e232b;
+    --border: #2a313b;
+    --text: #e6e9ee;
+    --muted: #98a2b3;
+    --accent: #818cf8;
+    --accent-text: #0f1216;
+    --focus: #a5b4fc;
+    --ok: #4ade80;
+    --fail: #f87171;
+    --warn: #fbbf24;
+    --info: #60a5fa;
+    --idle: #94a3b8;
+    --ok-bg: rgb(74 222 128 / 14%);
+    --fail-bg: rgb(248 113 113 / 14%);
+    --warn-bg: rgb(251 191 36 / 14%);
+    --info-bg: rgb(96 165 250 / 14%);
+    --idle-bg: rgb(148 163 184 / 14%);
+    --flash: rgb(129 140 248 / 16%);
+    --shadow: 0 1px 2px rgb(0 0 0 / 40%), 0 8px 24px rgb(0 0 0 / 30%);
+  }
+}
+
+*, *::before, *::after { box-sizing: border-box; }
+[hidden] { display: none !important; }
+html { -webkit-text-size-adjust: 100%; }
+body {
+  margin: 0;
+  background: var(--bg);
+  color: var(--text);
+  font: 14px/1.45 var(--font);
+}
+h1, h2, h3 { margin: 0; font-weight: 600; }
+h1 { font-size: 17px; }
+h2 { font-size: 15px; }
+h3 { font-size: 12px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); margin-bottom: 6px; }
+a { color: var(--accent); }
+code, pre, .mono { font-family: var(--mono); font-size: 12.5px; }
+.muted { color: var(--muted); }
+.sr-only {
+  position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px;
+  overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; border: 0;
+}
+.skip { position: absolute; left: -999px; top: 8px; z-index: 50; }
+.skip:focus { left: 8px; background: var(--surface); padding: 6px 10px; border-radius: 6px; }
+
+:focus-visible { outline: 2px solid var(--focus); outline-offset: 2px; }
+tr:focus-visible { outline-offset: -2px; }
+
+/* ---------- buttons and inputs ---------- */
+button, input, select { font: inherit; color: inherit; }
+.btn, .tabs button, .sort {
+  cursor: pointer;
+}
+.btn {
+  display: inline-flex; align-items: center; gap: 6px;
+  padding: 6px 12px; min-height: 32px;
+  border: 1px solid var(--border); border-radius: 8px;
+  background: var(--surface); color: var(--text);
+  text-decoration: none; white-space: nowrap;
+}
+.btn:hover:not(:disabled) { background: var(--surface-2); }
+.btn:disabled { opacity: .5; cursor: not-allowed; }
+.btn.primary { background: var(--accent); border-color: var(--accent); color: var(--accent-text); }
+.btn.primary:hover:not(:disabled) { filter: brightness(1.08); background: var(--accent); }
+.btn.danger { color: var(--fail); border-color: currentColor; }
+.btn.ghost { background: transparent; border-color: transparent; }
+.btn.ghost:hover { background: var(--surface-2); }
+.btn.icon { padding: 4px 8px; min-height: 28px; }
+.btn.block { width: 100%; justify-content: center; margin-top: 18px; min-height: 38px; }
+
+input[type="search"], input[type="text"], input[type="password"], select {
+  min-height: 32px; padding: 5px 9px;
+  border: 1px solid var(--border); border-radius: 8px;
+  background: var(--surface); color: var(--text);
+}
+input[type="checkbox"] { width: 16px; height: 16px; accent-color: var(--accent); margin: 0; }
+label { display: flex; flex-direction: column; gap: 4px; font-size: 12px; color: var(--muted); }
+.toolbar label { flex-direction: row; align-items: center; gap: 8px; }
+
+/* ---------- layout ---------- */
+.topbar {
+  position: sticky; top: 0; z-index: 10;
+  display: flex; align-items: center; justify-content: space-between; gap: 12px;
+  padding: 10px 24px;
+  background: color-mix(in srgb, var(--surface) 88%, transparent);
+  backdrop-filter: blur(8px);
+  border-bottom: 1px solid var(--border);
+}
+.brand { display: flex; align-items: center; gap: 10px; min-width: 0; }
+.brand h1 { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.logo {
+  width: 22px; height: 22px; border-radius: 6px; flex: none;
+  background: linear-gradient(135deg, var(--accent), var(--ok));
+}
+.top-actions { display: flex; align-items: center; gap: 12px; }
+.logout { margin: 0; }
+
+.live { display: inline-flex; align-items: center; gap: 6px; font-size: 12px; color: var(--muted); }
+.live::before { content: ""; width: 8px; height: 8px; border-radius: 50%; background: var(--idle); }
+.live[data-state="live"] { color: var(--ok); }
+.live[data-state="live"]::before { background: var(--ok); box-shadow: 0 0 0 3px var(--ok-bg); }
+.live[data-state="reconnecting"]::before, .live[data-state="connecting"]::before { background: var(--warn); }
+.live[data-state="offline"] { color: var(--fail); }
+.live[data-state="offline"]::before { background: var(--fail); }
+
+main {
+  max-width: 1400px; margin: 0 auto; padding: 20px 24px 48px;
+  display: grid; grid-template-columns: minmax(0, 1fr); gap: 16px;
+}
+.panel {
+  background: var(--surface); border: 1px solid var(--border);
+  border-radius: var(--radius); box-shadow: var(--shadow);
+}
+
+/* ---------- count cards ---------- */
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(120px, 1fr)); gap: 10px; }
+.card {
+  display: flex; flex-direction: column; align-items: flex-start; gap: 2px;
+  padding: 12px 14px; text-align: left;
+  background: var(--surface); border: 1px solid var(--border);
+  border-radius: var(--radius); box-shadow: var(--shadow);
+  border-top: 3px solid var(--border);
+}
+button.card { cursor: pointer; }
+button.card:hover { background: var(--surface-2); }
+.card-label { font-size: 12px; color: var(--muted); }
+.card-value { font-size: 22px; font-weight: 650; font-variant-numeric: tabular-nums; }
+.card.s-success { border-top-color: var(--ok); }
+.card.s-failed { border-top-color: var(--fail); }
+.card.s-running { border-top-color: var(--info); }
+.card.s-pending, .card.s-interrupted { border-top-color: var(--warn); }
+.card.s-cancelled { border-top-color: var(--idle); }
+.card.static { border-top-color: var(--accent); }
+
+/* ---------- chart ---------- */
+.chart-panel { padding: 14px 16px 10px; }
+.panel-head { display: flex; flex-wrap: wrap; align-items: center; gap: 8px 20px; margin-bottom: 8px; }
+.legend { display: flex; gap: 14px; margin: 0; padding: 0; list-style: none; font-size: 12px; color: var(--muted); }
+.legend li { display: flex; align-items: center; gap: 6px; }
+.legend strong { color: var(--text); }
+.swatch { width: 10px; height: 10px; border-radius: 3px; }
+.swatch.ok { background: var(--ok); }
+.swatch.fail { background: var(--fail); }
+.figures { display: flex; flex-wrap: wrap; gap: 4px 16px; margin: 0 0 0 auto; }
+.figures div { display: flex; gap: 6px; align-items: baseline; }
+.figures dt { font-size: 12px; color: var(--muted); }
+.figures dd { margin: 0; white-space: nowrap; font-weight: 600; font-variant-numeric: tabular-nums; }
+.chart-box { position: relative; }
+.chart { display: block; width: 100%; height: 120px; }
+.chart .grid { stroke: var(--border); stroke-width: 1; stroke-dasharray: 3 3; vector-effect: non-scaling-stroke; }
+.chart .hit { fill: transparent; }
+.chart .slot:hover .hit { fill: var(--surface-2); }
+.chart .bar.ok { fill: var(--ok); }
+.chart .bar.fail { fill: var(--fail); }
+.chart-peak { position: absolute; top: -2px; left: 0; font-size: 11px; color: var(--muted); }
+.chart-axis { display: flex; justify-content: space-between; font-size: 11px; color: var(--muted); margin-top: 4px; }
+
+/* ---------- tabs, filters, tables ---------- */
+.tabs { display: flex; gap: 4px; border-bottom: 1px solid var(--border); }
+.tabs button {
+  padding: 8px 14px; border: 0; background: none; color: var(--muted);
+  border-bottom: 2px solid transparent; margin-bottom: -1px; font-weight: 500;
+}
+.tabs button[aria-selected="true"] { color: var(--text); border-bottom-color: var(--accent); }
+.badge {
+  display: inline-block; min-width: 18px; padding: 0 6px; border-radius: 9px;
+  background: var(--fail-bg); color: var(--fail); font-size: 11px; text-align: center;
+}
+.badge:empty { display: none; }
+
+.filters, .toolbar {
+  display: flex; flex-wrap: wrap; align-items: flex-end; gap: 10px 12px;
+  padding: 12px 14px; border-bottom: 1px solid var(--border);
+}
+.toolbar { align-items: center; }
+.filters .grow { flex: 1 1 220px; }
+.filters .btn { margin-left: auto; }
+.sep { width: 1px; align-self: stretch; background: var(--border); }
+
+.table-wrap { overflow-x: auto; }
+table.tasks { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
+.tasks th, .tasks td { padding: 8px 12px; text-align: left; border-bottom: 1px solid var(--border); white-space: nowrap; }
+.tasks th { font-size: 12px; font-weight: 600; color: var(--muted); background: var(--surface-2); position: sticky; top: 0; }
+.tasks th.num, .tasks td.num { text-align: right; }
+.tasks th.check, .tasks td.check { width: 36px; }
+.tasks tbody tr { cursor: pointer; }
+.tasks tbody tr:hover { background: var(--surface-2); }
+.tasks tbody tr.selected { background: var(--flash); box-shadow: inset 3px 0 0 var(--accent); }
+.tasks tbody tr:last-child td { border-bottom: 0; }
+.tasks td.err { max-width: 360px; overflow: hidden; text-overflow: ellipsis; color: var(--fail); }
+.tasks td.id, .tasks td.time { color: var(--muted); }
+.fname { font-weight: 500; }
+.sort {
+  display: inline-flex; align-items: center; gap: 4px; padding: 0; border: 0;
+  background: none; color: inherit; font-weight: inherit;
+}
+.sort::after { content: "↕"; opacity: .35; font-size: 11px; }
+th[aria-sort="ascending"] .sort::after { content: "↑"; opacity: 1; }
+th[aria-sort="descending"] .sort::after { content: "↓"; opacity: 1; }
+th[aria-sort="ascending"], th[aria-sort="descending"] { color: var(--text); }
+
+.tag {
+  display: inline-block; margin-left: 6px; padding: 0 6px; border-radius: 4px;
+  background: var(--surface-2); border: 1px solid var(--border);
+  color: var(--muted); font-size: 11px; font-family: var(--mono);
+}
+dd .tag { margin: 0 6px 4px 0; }
+
+.pill {
+  display: inline-flex; align-items: center; gap: 5px;
+  padding: 1px 8px; border-radius: 999px; font-size: 12px; font-weight: 500;
+  background: var(--idle-bg); color: var(--idle);
+}
+.pill::before { content: ""; width: 6px; height: 6px; border-radius: 50%; background: currentColor; }
+.pill.s-success { background: var(--ok-bg); color: var(--ok); }
+.pill.s-failed { background: var(--fail-bg); color: var(--fail); }
+.pill.s-running { background: var(--info-bg); color: var(--info); }
+.pill.s-running::before { animation: pulse 1.2s ease-in-out infinite; }
+.pill.s-pending, .pill.s-interrupted { background: var(--warn-bg); color: var(--warn); }
+
+.empty { padding: 28px; margin: 0; text-align: center; color: var(--muted); }
+.pager { display: flex; align-items: center; justify-content: flex-end; gap: 8px; padding: 10px 14px; border-top: 1px solid var(--border); }
+.pager span { margin-right: auto; color: var(--muted); font-size: 13px; }
+
+tr.flash { animation: flash 1.2s ease-out; }
+@keyframes flash { from { background: var(--flash); } to { background: transparent; } }
+@keyframes pulse { 50% { opacity: .3; } }
+
+/* ---------- detail panel ---------- */
+.detail {
+  position: fixed; top: 0; right: 0; bottom: 0; z-index: 20;
+  width: min(560px, 100vw); overflow-y: auto;
+  background: var(--surface); border-left: 1px solid var(--border);
+  box-shadow: -8px 0 32px rgb(0 0 0 / 18%);
+  animation: slide-in .18s ease-out;
+}
+.detail:focus { outline: none; }
+.detail:focus-visible { outline: 2px solid var(--focus); outline-offset: -2px; }
+@keyframes slide-in { from { transform: translateX(24px); opacity: 0; } }
+.detail-head {
+  position: sticky; top: 0; z-index: 1;
+  display: flex; align-items: center; justify-content: space-between; gap: 8px;
+  padding: 14px 18px; background: var(--surface); border-bottom: 1px solid var(--border);
+}
+.detail-head h2 { font-family: var(--mono); overflow-wrap: anywhere; }
+.detail-actions { display: flex; gap: 8px; padding: 12px 18px 0; }
+.detail-actions:not(:has(button:not([hidden]))) { display: none; }
+.detail-body { padding: 6px 18px 24px; }
+.kv { display: grid; grid-template-columns: 120px 1fr; gap: 6px 12px; margin: 10px 0 4px; }
+.kv dt { color: var(--muted); font-size: 13px; }
+.kv dd { margin: 0; overflow-wrap: anywhere; }
+.select { user-select: all; }
+.d-section { margin-top: 18px; }
+details.d-section summary { cursor: pointer; font-size: 12px; font-weight: 600; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); }
+pre {
+  margin: 6px 0 0; padding: 10px 12px; max-height: 320px; overflow: auto;
+  background: var(--surface-2); border: 1px solid var(--border); border-radius: 8px;
+  white-space: pre-wrap; overflow-wrap: anywhere;
+}
+pre.error { color: var(--fail); background: var(--fail-bg); border-color: transparent; }
+
+.timeline { list-style: none; margin: 0; padding: 0 0 0 14px; border-left: 2px solid var(--border); }
+.timeline li { position: relative; display: flex; flex-wrap: wrap; gap: 2px 10px; padding: 3px 0 8px; }
+.timeline li::before {
+  content: ""; position: absolute; left: -20px; top: 8px;
+  width: 10px; height: 10px; border-radius: 50%; background: var(--accent); border: 2px solid var(--surface);
+}
+.timeline li.open::before { background: var(--surface); border-color: var(--idle); }
+.tl-label { font-weight: 500; }
+.timeline time { color: var(--muted); font-size: 12.5px; font-variant-numeric: tabular-nums; }
+.tl-note { flex-basis: 100%; color: var(--muted); font-size: 12.5px; overflow-wrap: anywhere; }
+.attempts { margin: 0; padding-left: 0; list-style: none; display: grid; gap: 6px; }
+.attempts li { font-size: 13px; font-variant-numeric: tabular-nums; }
+
+/* ---------- toast ---------- */
+.toast {
+  position: fixed; left: 50%; bottom: 20px; z-index: 30; transform: translateX(-50%);
+  max-width: min(560px, 92vw); padding: 10px 16px; border-radius: 8px;
+  background: var(--text); color: var(--bg); box-shadow: var(--shadow);
+}
+.toast.error { background: var(--fail); color: #fff; }
+
+/* ---------- login ---------- */
+body.login { min-height: 100vh; display: grid; place-items: center; padding: 24px; }
+.login-card {
+  width: min(380px, 100%); padding: 28px; display: block;
+  background: var(--surface); border: 1px solid var(--border);
+  border-radius: 14px; box-shadow: var(--shadow);
+}
+.login-card p { margin: 8px 0 16px; }
+.login-card form { display: grid; gap: 6px; }
+.login-card label { display: block; margin-top: 8px; font-size: 13px; color: var(--text); font-weight: 500; }
+.login-card input { width: 100%; min-height: 38px; }
+.alert { padding: 8px 12px; border-radius: 8px; background: var(--fail-bg); color: var(--fail); }
+
+/* ---------- responsive and motion ---------- */
+@media (max-width: 720px) {
+  .topbar { padding: 10px 14px; }
+  main { padding: 14px 12px 32px; }
+  .figures { margin-left: 0; }
+  .filters label, .filters .grow { flex: 1 1 140px; }
+  .filters .btn { margin-left: 0; }
+  .tasks td.err { max-width: 200px; }
+  .kv { grid-template-columns: 96px 1fr; }
+}
+@media (prefers-reduced-motion: reduce) {
+  *, *::before, *::after { animation: none !important; transition: none !important; }
+}
+"""
+
+
+_APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHTML with server data.
+(() => {
+  'use strict';
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+  const ds = document.body.dataset;
+  const NL = String.fromCharCode(10); // no backslashes here: this file is embedded in a Python string
+  const cfg = {
+    base: (ds.base || '').split('/').filter(Boolean).map((p) => `/${p}`).join(''),
+    stream: ds.stream,
+    csrf: ds.csrf || '',
+    showArgs: ds.showArgs === '1',
+  };
+  const STATUSES = ['pending', 'running', 'success', 'failed', 'interrupted', 'cancelled'];
+  const CANCELLABLE = ['pending', 'running'];
+  const RETRYABLE = ['failed', 'interrupted'];
+  const WINDOWS = { '15m': 9e5, '1h': 36e5, '24h': 864e5, '7d': 6048e5, all: 0 };
+  const SORTS = ['created_at', 'duration', 'func_name', 'status'];
+  const DEFAULT_SORT = '-created_at';
+  const PAGE = 50;
+
+  const state = {
+    status: '', func: '', q: '', win: 'all', sort: DEFAULT_SORT, offset: 0, total: 0,
+    view: 'all', detailId: null, returnTo: null, metrics: null, functions: new Set(),
+  };
+
+  const el = {
+    rows: $('#task-rows'), empty: $('#empty'), range: $('#range'), prev: $('#prev'), next: $('#next'),
+    status: $('#status-filter'), func: $('#func-filter'), search: $('#search'), win: $('#window-filter'),
+    exportLink: $('#export'), live: $('#live'), chart: $('#chart'),
+    detail: $('#detail'), detailTitle: $('#detail-title'), detailBody: $('#detail-body'),
+    cancel: $('#detail-cancel'), retry: $('#detail-retry'), close: $('#detail-close'),
+    tabAll: $('#tab-all'), tabFailed: $('#tab-failed'), viewAll: $('#view-all'), viewFailed: $('#view-failed'),
+    failedRows: $('#failed-rows'), failedAll: $('#failed-all'), failedEmpty: $('#failed-empty'),
+    failedInfo: $('#failed-info'), replaySel: $('#replay-selected'), replayAll: $('#replay-all'),
+    replayWin: $('#replay-window'), toast: $('#toast'),
+  };
+
+  // ---------------------------------------------------------------- helpers
+
+  function h(tag, attrs, ...kids) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null || v === false) continue;
+      if (k === 'class') node.className = v;
+      else if (k === 'text') node.textContent = String(v);
+      else node.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const kid of kids.flat()) {
+      if (kid != null && kid !== false) node.append(kid instanceof Node ? kid : String(kid));
+    }
+    return node;
+  }
+
+  function s(tag, attrs) {
+    const node = document.createElementNS(el.chart.namespaceURI, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    return node;
+  }
+
+  function debounce(fn, ms) {
+    let t = 0;
+    return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
+  }
+
+  function apiUrl(path, params) {
+    const u = new URL((cfg.base + path) || '/', location.href);
+    for (const [k, v] of Object.entries(params || {})) {
+      for (const item of [].concat(v)) if (item != null && item !== '') u.searchParams.append(k, item);
+    }
+    return u.pathname + u.search;
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path, { method = 'GET', params, body } = {}) {
+    const opts = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (method !== 'GET') opts.headers['X-CSRF-Token'] = cfg.csrf;
+    if (body !== undefined) {
+      opts.headers['Content-Type'] = 'application/json';
+      opts.body = JSON.stringify(body);
+    }
+    const res = await fetch(apiUrl(path, params), opts);
+    if (res.status === 401) {
+      const next = location.pathname + location.search;
+      location.assign(apiUrl('/auth/login', { next }));
+      throw new ApiError(401, 'Signed out');
+    }
+    if (!res.ok) {
+      let detail = res.statusText || `HTTP ${res.status}`;
+      try {
+        const data = await res.json();
+        if (typeof data.detail === 'string') detail = data.detail;
+        else if (Array.isArray(data.detail) && data.detail[0]?.msg) detail = data.detail[0].msg;
+      } catch (_) { /* not JSON */ }
+      throw new ApiError(res.status, detail);
+    }
+    return res;
+  }
+
+  const numFmt = new Intl.NumberFormat();
+  const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  const dateFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+  const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+
+  const toDate = (iso) => (iso ? new Date(iso) : null);
+  function fmtTime(iso) {
+    const d = toDate(iso);
+    if (!d || isNaN(d)) return '—';
+    return d.toDateString() === new Date().toDateString() ? timeFmt.format(d) : dateFmt.format(d);
+  }
+  const fmtFull = (iso) => { const d = toDate(iso); return d && !isNaN(d) ? fullFmt.format(d) : '—'; };
+  function fmtDur(sec) {
+    if (sec == null || !isFinite(sec)) return '—';
+    if (sec < 1) return `${Math.round(sec * 1000)} ms`;
+    if (sec < 60) return `${sec.toFixed(2)} s`;
+    if (sec < 3600) return `${Math.floor(sec / 60)}m ${Math.round(sec % 60)}s`;
+    return `${Math.floor(sec / 3600)}h ${Math.round((sec % 3600) / 60)}m`;
+  }
+  const fmtVal = (v) => (typeof v === 'string' ? v : JSON.stringify(v, null, 2));
+  const firstLine = (text) => (text ? String(text).split(NL)[0].slice(0, 160) : '');
+  const shortId = (id) => String(id || '').slice(0, 8);
+  const pill = (status) => h('span', { class: `pill s-${status}`, text: status });
+
+  let toastTimer = 0;
+  function toast(message, isError = false) {
+    el.toast.textContent = message;
+    el.toast.classList.toggle('error', isError);
+    el.toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { el.toast.hidden = true; }, isError ? 6000 : 3500);
+  }
+  const fail = (err) => { if (!(err instanceof ApiError && err.status === 401)) toast(err.message || String(err), true); };
+
+  // ------------------------------------------------------- filters and URL
+
+  function filterParams() {
+    const p = { status: state.status, func_name: state.func, q: state.q };
+    if (WINDOWS[state.win]) p.since = new Date(Date.now() - WINDOWS[state.win]).toISOString();
+    return p;
+  }
+
+  function readUrl() {
+    const p = new URLSearchParams(location.search);
+    state.status = STATUSES.includes(p.get('status')) ? p.get('status') : '';
+    state.func = p.get('func_name') || '';
+    state.q = p.get('q') || '';
+    state.win = p.get('window') in WINDOWS ? p.get('window') : 'all';
+    const sort = p.get('sort') || '';
+    state.sort = SORTS.includes(sort.replace(/^-/, '')) ? sort : DEFAULT_SORT;
+    state.view = p.get('view') === 'failed' ? 'failed' : 'all';
+    el.status.value = state.status;
+    el.search.value = state.q;
+    el.win.value = state.win;
+    if (state.func) addFunctions([state.func]);
+  }
+
+  function writeUrl() {
+    const p = new URLSearchParams();
+    if (state.status) p.set('status', state.status);
+    if (state.func) p.set('func_name', state.func);
+    if (state.q) p.set('q', state.q);
+    if (state.win !== 'all') p.set('window', state.win);
+    if (state.sort !== DEFAULT_SORT) p.set('sort', state.sort);
+    if (state.view !== 'all') p.set('view', state.view);
+    const qs = p.toString();
+    history.replaceState(null, '', location.pathname + (qs ? `?${qs}` : '') + location.hash);
+  }
+
+  function updateExport() {
+    el.exportLink.href = apiUrl('/export.csv', { ...filterParams(), sort: state.sort });
+  }
+
+  function filtersChanged() {
+    state.offset = 0;
+    writeUrl();
+    updateExport();
+    loadPage();
+  }
+
+  function matchesFilters(t) {
+    if (state.status && t.status !== state.status) return false;
+    if (state.func && t.func_name !== state.func) return false;
+    if (WINDOWS[state.win] && new Date(t.created_at) < Date.now() - WINDOWS[state.win]) return false;
+    if (state.q) {
+      const hay = [t.task_id, t.func_name, t.error, ...Object.values(t.tags || {})].join(' ').toLowerCase();
+      if (!hay.includes(state.q.toLowerCase())) return false;
+    }
+    return true;
+  }
+
+  function addFunctions(names) {
+    let changed = false;
+    for (const n of names) if (n && !state.functions.has(n)) { state.functions.add(n); changed = true; }
+    if (!changed) return;
+    const all = [...state.functions].sort((a, b) => a.localeCompare(b));
+    el.func.replaceChildren(h('option', { value: '', text: 'All functions' }),
+      ...all.map((n) => h('option', { value: n, text: n })));
+    el.func.value = state.func;
+  }
+
+  async function loadFunctions() {
+    try {
+      const data = await (await api('/functions')).json();
+      const list = Array.isArray(data) ? data : Object.keys(data || {});
+      addFunctions(list.map((f) => (typeof f === 'string' ? f : f?.name || f?.func_name)));
+    } catch (err) { fail(err); }
+  }
+
+  // ------------------------------------------------------------- task table
+
+  function fillRow(tr, t) {
+    tr.dataset.status = t.status;
+    tr.setAttribute('aria-label', `${t.func_name} ${t.status}, task ${shortId(t.task_id)}`);
+    const tags = Object.entries(t.tags || {}).slice(0, 3).map(([k, v]) => h('span', { class: 'tag', text: `${k}=${v}` }));
+    tr.replaceChildren(
+      h('td', { class: 'func' }, h('span', { class: 'fname', text: t.func_name }), tags),
+      h('td', { class: 'status' }, pill(t.status)),
+      h('td', { class: 'mono id', title: t.task_id, text: shortId(t.task_id) }),
+      h('td', { class: 'time', title: fmtFull(t.created_at), text: fmtTime(t.created_at) }),
+      h('td', { class: 'num', text: fmtDur(t.duration) }),
+      h('td', { class: 'num', text: t.retries_used || 0 }),
+      h('td', { class: 'err', title: t.error || null, text: firstLine(t.error) }),
+    );
+  }
+
+  function makeRow(t) {
+    const tr = h('tr', { tabindex: 0, 'data-task-id': t.task_id, 'data-created': t.created_at || '' });
+    fillRow(tr, t);
+    return tr;
+  }
+
+  const rowById = (root, id) => $$('tr[data-task-id]', root).find((tr) => tr.dataset.taskId === id);
+
+  function updatePager() {
+    const n = el.rows.children.length;
+    el.range.textContent = n ? `${state.offset + 1}–${state.offset + n} of ${numFmt.format(state.total)}`
+      : `0 of ${numFmt.format(state.total)}`;
+    el.prev.disabled = state.offset === 0;
+    el.next.disabled = state.offset + n >= state.total;
+    el.empty.hidden = n > 0;
+  }
+
+  function updateSortHeaders() {
+    const key = state.sort.replace(/^-/, '');
+    for (const btn of $$('button.sort')) {
+      const th = btn.closest('th');
+      th.setAttribute('aria-sort', btn.dataset.sort !== key ? 'none'
+        : state.sort.startsWith('-') ? 'descending' : 'ascending');
+    }
+  }
+
+  let listSeq = 0;
+  async function loadPage() {
+    const seq = ++listSeq;
+    updateSortHeaders();
+    try {
+      const res = await api('', { params: { ...filterParams(), sort: state.sort, limit: PAGE, offset: state.offset } });
+      const tasks = await res.json();
+      if (seq !== listSeq) return;
+      state.total = Number(res.headers.get('X-Total-Count') ?? tasks.length) || 0;
+      if (!tasks.length && state.offset > 0 && state.total > 0) {
+        state.offset = Math.floor((state.total - 1) / PAGE) * PAGE;
+        return loadPage();
+      }
+      const focusedId = document.activeElement?.closest?.('#task-rows tr')?.dataset.taskId;
+      el.rows.replaceChildren(...tasks.map(makeRow));
+      addFunctions(tasks.map((t) => t.func_name));
+      if (focusedId) rowById(el.rows, focusedId)?.focus();
+      markSelected();
+      updatePager();
+    } catch (err) {
+      if (seq === listSeq) fail(err);
+    }
+  }
+
+  function markSelected() {
+    for (const tr of $$('tr.selected')) tr.classList.remove('selected');
+    if (state.detailId) $$('tr[data-task-id], tr[data-failed-id]')
+      .filter((tr) => (tr.dataset.taskId || tr.dataset.failedId) === state.detailId)
+      .forEach((tr) => tr.classList.add('selected'));
+  }
+
+  function flash(tr) {
+    tr.classList.remove('flash');
+    void tr.offsetWidth; // restart the animation
+    tr.classList.add('flash');
+  }
+
+  // Apply one `task` event from the stream to the visible page.
+  function onTask(t) {
+    if (!t || !t.task_id) return;
+    const tr = rowById(el.rows, t.task_id);
+    if (tr) {
+      fillRow(tr, t);
+      flash(tr);
+      if (!matchesFilters(t)) scheduleRefresh();
+    } else if (state.offset === 0 && state.sort === DEFAULT_SORT && matchesFilters(t)) {
+      const created = new Date(t.created_at);
+      const before = $$('tr[data-task-id]', el.rows).find((r) => new Date(r.dataset.created) < created);
+      if (before || el.rows.children.length < PAGE) {
+        const row = makeRow(t);
+        el.rows.insertBefore(row, before || null);
+        flash(row);
+        state.total += 1;
+        while (el.rows.children.length > PAGE) el.rows.lastElementChild.remove();
+        updatePager();
+      }
+    }
+    addFunctions([t.func_name]);
+    if (state.detailId === t.task_id) reloadDetail();
+    if (state.view === 'failed' && (RETRYABLE.includes(t.status)
+      || $$('tr[data-failed-id]', el.failedRows).some((r) => r.dataset.failedId === t.task_id))) reloadFailed();
+  }
+
+  // ------------------------------------------------------ metrics and chart
+
+  function renderMetrics(m) {
+    if (!m) return;
+    state.metrics = m;
+    for (const key of ['total', ...STATUSES]) {
+      const node = $(`[data-count="${key}"]`);
+      if (node) node.textContent = numFmt.format(m[key] || 0);
+    }
+    $('[data-count="success_rate"]').textContent =
+      m.total && m.success_rate != null ? `${(m.success_rate * 100).toFixed(1)}%` : '–';
+    $('#failed-badge').textContent = m.failed || m.interrupted ? numFmt.format((m.failed || 0) + (m.interrupted || 0)) : '';
+    const d = m.duration || {};
+    $('#fig-p50').textContent = fmtDur(d.p50);
+    $('#fig-p95').textContent = fmtDur(d.p95);
+    $('#fig-avg').textContent = fmtDur(d.avg ?? m.avg_duration_seconds);
+    $('#fig-max').textContent = fmtDur(d.max);
+    addFunctions(Object.keys(m.functions || {}));
+    renderChart(Array.isArray(m.per_minute) ? m.per_minute : []);
+  }
+
+  function renderChart(series) {
+    const W = 600, H = 120, n = Math.max(series.length, 1), bw = W / n;
+    const peak = Math.max(1, ...series.map((p) => (p.success || 0) + (p.failed || 0)));
+    let sumOk = 0, sumFail = 0;
+    const nodes = [0.5, 1].map((f) => s('line', { x1: 0, x2: W, y1: H - f * (H - 4), y2: H - f * (H - 4), class: 'grid' }));
+    series.forEach((p, i) => {
+      const ok = p.success || 0, bad = p.failed || 0;
+      sumOk += ok; sumFail += bad;
+      const g = s('g', { class: 'slot' });
+      const title = s('title');
+      title.textContent = `${fmtTime(p.minute)}: ${ok} completed, ${bad} failed`;
+      g.append(title, s('rect', { x: i * bw, y: 0, width: bw, height: H, class: 'hit' }));
+      const hOk = (ok / peak) * (H - 4), hBad = (bad / peak) * (H - 4), x = i * bw + bw * 0.15, w = bw * 0.7;
+      if (ok) g.append(s('rect', { x, y: H - hOk, width: w, height: hOk, class: 'bar ok' }));
+      if (bad) g.append(s('rect', { x, y: H - hOk - hBad, width: w, height: hBad, class: 'bar fail' }));
+      nodes.push(g);
+    });
+    el.chart.replaceChildren(...nodes);
+    el.chart.setAttribute('aria-label', `Last ${series.length} minutes: ${sumOk} completed, ${sumFail} failed`);
+    $('#chart-peak').textContent = `${peak}/min`;
+    $('#sum-ok').textContent = numFmt.format(sumOk);
+    $('#sum-fail').textContent = numFmt.format(sumFail);
+  }
+
+  async function loadMetrics() {
+    try { renderMetrics(await (await api('/metrics')).json()); } catch (err) { fail(err); }
+  }
+
+  // ------------------------------------------------------------ detail panel
+
+  const kv = (label, value) => [h('dt', { text: label }), h('dd', {}, value)];
+  const section = (title, ...kids) => h('section', { class: 'd-section' }, h('h3', { text: title }), ...kids);
+  const taskLink = (id) => h('a', { href: `#task=${encodeURIComponent(id)}`, class: 'mono', title: id, text: shortId(id) });
+
+  function offset(from, iso) {
+    const a = toDate(from), b = toDate(iso);
+    return a && b ? `+${fmtDur(Math.max(0, (b - a) / 1000))}` : '';
+  }
+
+  function timeline(t) {
+    const items = [['Created', t.created_at, '']];
+    if (t.start_time) items.push(['Started', t.start_time, '']);
+    for (const a of t.attempts || []) {
+      const outcome = a.error ? `failed: ${firstLine(a.error)}` : a.end_time ? 'ok' : 'in progress';
+      items.push([`Attempt ${a.attempt}`, a.start_time, outcome]);
+    }
+    if (t.end_time) items.push([`Ended (${t.status})`, t.end_time, '']);
+    else items.push([t.status === 'running' ? 'Running…' : 'Waiting…', null, '']);
+    return h('ol', { class: 'timeline' }, items.map(([label, iso, note]) => h('li', { class: iso ? '' : 'open' },
+      h('span', { class: 'tl-label', text: label }),
+      h('time', { datetime: iso || null, title: fmtFull(iso), text: iso ? `${fmtTime(iso)} ${offset(t.created_at, iso)}` : '' }),
+      note ? h('span', { class: 'tl-note', text: note }) : null)));
+  }
+
+  function renderDetail(t) {
+    el.detailTitle.textContent = t.func_name;
+    el.cancel.hidden = !CANCELLABLE.includes(t.status);
+    el.retry.hidden = !RETRYABLE.includes(t.status);
+    const tags = Object.entries(t.tags || {});
+    const fn = state.metrics?.functions?.[t.func_name];
+    const logs = t.logs || [];
+    const attempts = t.attempts || [];
+    const parts = [
+      h('dl', { class: 'kv' },
+        kv('Status', h('span', { id: 'detail-status', class: `pill s-${t.status}`, text: t.status })),
+        kv('Task id', h('code', { class: 'mono select', text: t.task_id })),
+        kv('Created', fmtFull(t.created_at)),
+        kv('Started', fmtFull(t.start_time)),
+        kv('Ended', fmtFull(t.end_time)),
+        kv('Duration', fmtDur(t.duration)),
+        kv('Retries used', String(t.retries_used || 0)),
+        tags.length ? kv('Tags', tags.map(([k, v]) => h('span', { class: 'tag', text: `${k}=${v}` }))) : [],
+        t.retry_of ? kv('Retry of', taskLink(t.retry_of)) : [],
+        fn ? kv('This function', `${fn.total} runs · ${((fn.success_rate || 0) * 100).toFixed(0)}% ok · p50 ${fmtDur(fn.p50)} · p95 ${fmtDur(fn.p95)}`) : []),
+      section('Timeline', timeline(t)),
+      attempts.length ? section(`Attempts (${attempts.length})`, h('ol', { class: 'attempts' }, attempts.map((a) =>
+        h('li', {}, h('strong', { text: `#${a.attempt}` }), ` ${fmtTime(a.start_time)} → ${fmtTime(a.end_time)}`,
+          a.start_time && a.end_time ? ` (${fmtDur((toDate(a.end_time) - toDate(a.start_time)) / 1000)})` : '',
+          a.error ? h('pre', { class: 'error', text: a.error }) : null)))) : null,
+      cfg.showArgs ? section('Arguments', h('pre', { class: 'code', text: [
+        ...[].concat(t.args ?? []).map(fmtVal),
+        ...Object.entries(t.kwargs || {}).map(([k, v]) => `${k} = ${fmtVal(v)}`),
+      ].join(NL) || '(none)' })) : null,
+      section(`Logs (${logs.length})`, logs.length ? h('pre', { class: 'code logs', text: logs.join(NL) })
+        : h('p', { class: 'muted', text: 'No log lines.' })),
+      t.error ? section('Error', h('pre', { class: 'error', text: t.error })) : null,
+      t.stacktrace ? h('details', { class: 'd-section', 'data-key': 'stack' },
+        h('summary', { text: 'Stack trace' }), h('pre', { class: 'code', text: t.stacktrace })) : null,
+    ];
+    const open = new Set($$('details[open]', el.detailBody).map((d) => d.dataset.key));
+    const scroll = el.detail.scrollTop;
+    el.detailBody.replaceChildren(...parts.filter(Boolean));
+    for (const d of $$('details', el.detailBody)) if (open.has(d.dataset.key)) d.open = true;
+    el.detail.scrollTop = scroll;
+  }
+
+  let detailSeq = 0;
+  async function openDetail(id, { focus = true } = {}) {
+    if (!id) return;
+    const seq = ++detailSeq;
+    if (el.detail.hidden) state.returnTo = document.activeElement;
+    if (state.detailId !== id) {
+      el.detailTitle.textContent = 'Loading…';
+      el.detailBody.replaceChildren();
+      el.cancel.hidden = el.retry.hidden = true;
+    }
+    state.detailId = id;
+    el.detail.hidden = false;
+    document.body.classList.add('detail-open');
+    if (location.hash !== `#task=${encodeURIComponent(id)}`) {
+      history.replaceState(null, '', `${location.pathname}${location.search}#task=${encodeURIComponent(id)}`);
+    }
+    markSelected();
+    if (focus) el.detail.focus();
+    try {
+      const t = await (await api(`/${encodeURIComponent(id)}`)).json();
+      if (seq === detailSeq && state.detailId === id) renderDetail(t);
+    } catch (err) {
+      if (seq !== detailSeq) return;
+      if (err.status === 404) {
+        el.detailTitle.textContent = 'Task not found';
+        el.detailBody.replaceChildren(h('p', { class: 'muted', text: `No task with id ${id}.` }));
+      } else fail(err);
+    }
+  }
+
+  const reloadDetail = debounce(() => { if (state.detailId) openDetail(state.detailId, { focus: false }); }, 400);
+
+  function closeDetail() {
+    if (el.detail.hidden) return;
+    const id = state.detailId;
+    state.detailId = null;
+    el.detail.hidden = true;
+    document.body.classList.remove('detail-open');
+    history.replaceState(null, '', location.pathname + location.search);
+    markSelected();
+    const back = state.returnTo && document.contains(state.returnTo) ? state.returnTo
+      : rowById(el.rows, id) || $$('tr[data-failed-id]').find((r) => r.dataset.failedId === id);
+    back?.focus?.();
+  }
+
+  async function act(button, path, body) {
+    button.disabled = true;
+    try {
+      return await (await api(path, { method: 'POST', body })).json();
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  el.cancel.addEventListener('click', async () => {
+    const id = state.detailId;
+    try {
+      await act(el.cancel, `/${encodeURIComponent(id)}/cancel`);
+      toast(`Cancel requested for ${shortId(id)}`);
+      openDetail(id, { focus: false });
+    } catch (err) { fail(err); }
+  });
+
+  el.retry.addEventListener('click', async () => {
+    const id = state.detailId;
+    try {
+      const res = await act(el.retry, `/${encodeURIComponent(id)}/retry`);
+      toast(`Retried as ${shortId(res.task_id)}`);
+      await openDetail(res.task_id, { focus: false });
+      el.detail.focus();
+    } catch (err) { fail(err); }
+  });
+
+  el.close.addEventListener('click', closeDetail);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && !el.detail.hidden) { e.preventDefault(); closeDetail(); }
+  });
+  window.addEventListener('hashchange', () => {
+    const m = /^#task=(.+)$/.exec(location.hash);
+    if (m) openDetail(decodeURIComponent(m[1]));
+  });
+
+  // Rows: click or Enter opens the detail panel; arrow keys move between rows.
+  function wireRows(tbody, idOf) {
+    tbody.addEventListener('click', (e) => {
+      if (e.target.closest('input, a, button, label')) return;
+      const tr = e.target.closest('tr');
+      if (tr) openDetail(idOf(tr));
+    });
+    tbody.addEventListener('keydown', (e) => {
+      const tr = e.target.closest('tr');
+      if (!tr || e.target !== tr) return;
+      if (e.key === 'Enter') { e.preventDefault(); openDetail(idOf(tr)); }
+      else if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+        e.preventDefault();
+        (e.key === 'ArrowDown' ? tr.nextElementSibling : tr.previousElementSibling)?.focus();
+      }
+    });
+  }
+  wireRows(el.rows, (tr) => tr.dataset.taskId);
+  wireRows(el.failedRows, (tr) => tr.dataset.failedId);
+
+  // ------------------------------------------------------------ failed view
+
+  let failedSeq = 0;
+  async function loadFailed() {
+    const seq = ++failedSeq;
+    try {
+      const res = await api('', { params: { status: RETRYABLE, sort: '-created_at', limit: 200 } });
+      const tasks = await res.json();
+      if (seq !== failedSeq) return;
+      const total = Number(res.headers.get('X-Total-Count') ?? tasks.length) || 0;
+      const checked = new Set($$('input[name="replay"]:checked', el.failedRows).map((c) => c.value));
+      el.failedRows.replaceChildren(...tasks.map((t) => h('tr', { tabindex: 0, 'data-failed-id': t.task_id },
+        h('td', { class: 'check' }, h('input', { type: 'checkbox', name: 'replay', value: t.task_id,
+          checked: checked.has(t.task_id), 'aria-label': `Select ${t.func_name} ${shortId(t.task_id)}` })),
+        h('td', { class: 'func' }, h('span', { class: 'fname', text: t.func_name })),
+        h('td', {}, pill(t.status)),
+        h('td', { class: 'mono id', title: t.task_id, text: shortId(t.task_id) }),
+        h('td', { class: 'time', title: fmtFull(t.end_time), text: fmtTime(t.end_time) }),
+        h('td', { class: 'err', title: t.error || null, text: firstLine(t.error) }))));
+      el.failedEmpty.hidden = tasks.length > 0;
+      el.failedInfo.textContent = tasks.length < total ? `Showing ${tasks.length} of ${numFmt.format(total)}` : '';
+      markSelected();
+      updateSelection();
+    } catch (err) {
+      if (seq === failedSeq) fail(err);
+    }
+  }
+  const reloadFailed = debounce(loadFailed, 500);
+
+  function updateSelection() {
+    const boxes = $$('input[name="replay"]', el.failedRows);
+    const n = boxes.filter((b) => b.checked).length;
+    el.replaySel.disabled = n === 0;
+    el.replaySel.textContent = n ? `Replay selected (${n})` : 'Replay selected';
+    el.failedAll.checked = n > 0 && n === boxes.length;
+    el.failedAll.indeterminate = n > 0 && n < boxes.length;
+  }
+
+  el.failedRows.addEventListener('change', updateSelection);
+  el.failedAll.addEventListener('change', () => {
+    for (const b of $$('input[name="replay"]', el.failedRows)) b.checked = el.failedAll.checked;
+    updateSelection();
+  });
+
+  const replayed = (r) => toast(`Dispatched ${r.dispatched}, skipped ${r.skipped}`);
+
+  el.replaySel.addEventListener('click', async () => {
+    const ids = $$('input[name="replay"]:checked', el.failedRows).map((b) => b.value);
+    if (!ids.length) return;
+    try {
+      replayed(await act(el.replaySel, '/bulk-retry', { task_ids: ids }));
+      for (const b of $$('input[name="replay"]', el.failedRows)) b.checked = false;
+      loadFailed();
+    } catch (err) { fail(err); }
+  });
+
+  el.replayAll.addEventListener('click', async () => {
+    const since = el.replayWin.value;
+    const label = el.replayWin.selectedOptions[0].textContent;
+    const scope = state.func ? ` of ${state.func}` : '';
+    const when = since === 'all' ? 'ever' : `in the last ${label}`;
+    if (!window.confirm(`Replay every failed or interrupted task${scope} created ${when}?`)) return;
+    try {
+      const params = new URLSearchParams({ since });
+      if (state.func) params.set('func_name', state.func);
+      replayed(await act(el.replayAll, `/retry-failed?${params}`));
+      loadFailed();
+    } catch (err) { fail(err); }
+  });
+
+  function setView(view) {
+    state.view = view;
+    const failed = view === 'failed';
+    el.tabAll.setAttribute('aria-selected', String(!failed));
+    el.tabFailed.setAttribute('aria-selected', String(failed));
+    el.viewAll.hidden = failed;
+    el.viewFailed.hidden = !failed;
+    writeUrl();
+    if (failed) loadFailed();
+  }
+  el.tabAll.addEventListener('click', () => setView('all'));
+  el.tabFailed.addEventListener('click', () => setView('failed'));
+
+  // ------------------------------------------------------------ controls
+
+  el.status.addEventListener('change', () => { state.status = el.status.value; filtersChanged(); });
+  el.func.addEventListener('change', () => { state.func = el.func.value; filtersChanged(); });
+  el.win.addEventListener('change', () => { state.win = el.win.value; filtersChanged(); });
+  const onSearch = debounce(() => {
+    const q = el.search.value.trim();
+    if (q !== state.q) { state.q = q; filtersChanged(); }
+  }, 300);
+  el.search.addEventListener('input', onSearch);
+  $('#filters').addEventListener('submit', (e) => { e.preventDefault(); onSearch(); });
+  el.exportLink.addEventListener('click', updateExport); // refresh `since` at click time
+
+  for (const btn of $$('button.sort')) {
+    btn.addEventListener('click', () => {
+      const key = btn.dataset.sort;
+      const current = state.sort.replace(/^-/, '');
+      const descFirst = key === 'created_at' || key === 'duration';
+      state.sort = key === current ? (state.sort.startsWith('-') ? key : `-${key}`) : (descFirst ? `-${key}` : key);
+      filtersChanged();
+    });
+  }
+
+  for (const card of $$('button.card[data-filter]')) {
+    card.addEventListener('click', () => {
+      state.status = card.dataset.filter;
+      el.status.value = state.status;
+      if (state.view !== 'all') setView('all');
+      filtersChanged();
+    });
+  }
+
+  el.prev.addEventListener('click', () => { state.offset = Math.max(0, state.offset - PAGE); loadPage(); });
+  el.next.addEventListener('click', () => { state.offset += PAGE; loadPage(); });
+
+  // ------------------------------------------------------------ live stream
+
+  function setLive(mode) {
+    const text = { live: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…', offline: 'Offline' };
+    el.live.dataset.state = mode;
+    el.live.textContent = text[mode];
+  }
+
+  const refreshAll = () => {
+    loadPage();
+    loadMetrics();
+    if (state.view === 'failed') loadFailed();
+    if (state.detailId) reloadDetail();
+  };
+  const scheduleRefresh = debounce(refreshAll, 300);
+
+  function parse(data) {
+    try { return JSON.parse(data); } catch (_) { return null; }
+  }
+
+  let resync = false;
+  function connect() {
+    if (!cfg.stream || !window.EventSource) { setLive('offline'); return; }
+    setLive('connecting');
+    const es = new EventSource(cfg.stream);
+    es.addEventListener('open', () => {
+      setLive('live');
+      if (resync) { resync = false; scheduleRefresh(); }
+    });
+    es.addEventListener('error', () => {
+      if (es.readyState !== EventSource.CLOSED) { setLive('reconnecting'); return; }
+      // The server refused the stream (e.g. session expired): check auth, then start a fresh one.
+      setLive('offline');
+      resync = true;
+      setTimeout(() => api('/metrics').then(() => connect(), () => setTimeout(connect, 5000)), 3000);
+    });
+    es.addEventListener('task', (e) => onTask(parse(e.data)));
+    es.addEventListener('metrics', (e) => renderMetrics(parse(e.data)));
+    es.addEventListener('refresh', scheduleRefresh);
+  }
+
+  // ------------------------------------------------------------ start
+
+  readUrl();
+  updateExport();
+  setView(state.view);
+  loadPage();
+  loadMetrics();
+  loadFunctions();
+  connect();
+  const m = /^#task=(.+)$/.exec(location.hash);
+  if (m) openDetail(decodeURIComponent(m[1]));
+})();
+"""
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] in ([], ["--version"]):
+        print(f"taskflow {__version__}")
+    else:
+        sys.exit("usage: python taskflow.py --version")

@@ -1,0 +1,63 @@
+"""The task manager and the example tasks; every entry point (main, worker, lifespan) imports them.
+
+One TaskManager per process. `@task_manager.task(...)` registers a function with its retry policy and
+returns it unchanged, so a task stays a plain function you can call and test directly.
+"""
+
+import asyncio
+import time
+
+from .settings import settings
+from .taskflow import TaskManager, get_task_context, task_log
+
+task_manager = TaskManager(
+    snapshot_db=settings.tasks_db,  # history survives restarts, and main and worker share it
+    requeue_pending=True,  # tasks still waiting at shutdown run after the next startup
+    retention_days=settings.retention_days,  # finished tasks older than this are pruned
+)
+
+
+@task_manager.task(
+    retries=3, delay=0.2, backoff=2.0, jitter=True, retry_on=(ConnectionError,), persist=True
+)
+def send_welcome_email(address: str) -> None:
+    """Sync task: runs in a worker thread, so blocking I/O is fine.
+
+    Retried on ConnectionError only, waiting up to 0.2 s, 0.4 s, then 0.8 s (jitter picks a random
+    wait below each). persist=True commits the task to TASKS_DB before the response that returns
+    its id is sent, so a crash right after cannot lose it. An address containing "flaky" fails its
+    first attempt (attempt 0), as a mail server that drops a connection would.
+    """
+    context = get_task_context()
+    task_log(f"sending welcome email to {address}", attempt=context.attempt)
+    if "flaky" in address and context.attempt == 0:
+        raise ConnectionError("mail server closed the connection")
+    time.sleep(0.05)  # stands in for the SMTP conversation
+    task_log("welcome email sent")
+
+
+@task_manager.task(retries=1, timeout=30.0)
+async def build_report(account_id: int, period: str = "month") -> None:
+    """Async task: runs on the event loop, so it must await, never block.
+
+    `task_log` lines show up in the dashboard's detail view; the tags given at enqueue time
+    (e.g. {"account": "42"}) are readable here and filterable in the dashboard.
+    """
+    context = get_task_context()
+    task_log("collecting rows", account_id=account_id, period=period, tags=context.tags)
+    rows = 0
+    for chunk in range(1, 4):
+        await asyncio.sleep(0.05)  # stands in for a query
+        rows += 100
+        task_log(f"chunk {chunk}/3 done", rows=rows)
+    task_log("report ready", rows=rows)
+
+
+@task_manager.task(retries=2, delay=0.1)
+def sync_legacy_crm(record_id: int) -> None:
+    """Always fails: after three attempts it lands in the dashboard's failed (dead-letter) view.
+
+    From there an operator can read the stack trace and retry it, alone or with every other failure.
+    """
+    task_log("pushing record to the legacy CRM", record_id=record_id)
+    raise RuntimeError(f"legacy CRM rejected record {record_id}: schema version mismatch")

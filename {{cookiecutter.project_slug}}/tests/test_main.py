@@ -1,0 +1,74 @@
+"""Pattern 1, main.py: TaskAdmin runs the lifecycle, tracks the tasks and guards the dashboard."""
+
+import html
+import re
+
+from fastapi.testclient import TestClient
+
+from {{ cookiecutter.package_name }}.main import app
+from {{ cookiecutter.package_name }}.settings import settings
+from {{ cookiecutter.package_name }}.tasks import task_manager
+
+BASE = settings.dashboard_path
+
+
+def log_in(client: TestClient, password: str = "test-password"):
+    form = client.get(f"{BASE}/auth/login")
+    assert form.status_code == 200
+    field = re.search(r'<input[^>]*name="csrf_token"[^>]*>', form.text).group(0)
+    data = {
+        "username": "admin",
+        "password": password,
+        "next": f"{BASE}/dashboard",
+        "csrf_token": html.unescape(re.search(r'value="([^"]*)"', field).group(1)),
+    }
+    return client.post(f"{BASE}/auth/login", data=data, follow_redirects=False)
+
+
+def test_tasks_reach_their_outcomes(wait_for):
+    with TestClient(app) as client:
+        ids = {
+            "email": client.post("/signup", params={"email": "ada@example.com"}),
+            "flaky": client.post("/signup", params={"email": "flaky@example.com"}),
+            "report": client.post("/reports", params={"account_id": 42}),
+            "crm": client.post("/crm-sync", params={"record_id": 7}),
+        }
+        assert {r.status_code for r in ids.values()} == {202}
+        done = {name: wait_for(task_manager, r.json()["task_id"]) for name, r in ids.items()}
+
+    assert done["email"]["status"] == "success"
+    assert (done["flaky"]["status"], done["flaky"]["retries_used"]) == ("success", 1)
+    assert done["report"]["status"] == "success"
+    assert done["report"]["tags"] == {"account": "42", "period": "month"}
+    assert any("report ready" in line for line in done["report"]["logs"])
+    assert (done["crm"]["status"], done["crm"]["retries_used"]) == ("failed", 2)
+    assert "schema version mismatch" in done["crm"]["error"]
+
+
+def test_history_survives_a_restart(wait_for, reload):
+    with TestClient(app) as client:
+        task_id = client.post("/signup", params={"email": "lin@example.com"}).json()["task_id"]
+        wait_for(task_manager, task_id)
+    # The app has shut down; a new manager on the same database still has the task.
+    record = reload(task_id)
+    assert record is not None
+    assert (record["func_name"], record["status"]) == ("send_welcome_email", "success")
+
+
+def test_dashboard_and_api_require_a_login():
+    with TestClient(app) as client:
+        assert client.get(BASE).status_code == 401
+        assert log_in(client, password="wrong").status_code == 401
+
+        response = log_in(client)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"{BASE}/dashboard"
+
+        page = client.get(f"{BASE}/dashboard")
+        assert page.status_code == 200
+        title = re.search(r'data-title="([^"]*)"', page.text).group(1)
+        assert html.unescape(title) == settings.dashboard_title
+        assert client.get(BASE).status_code == 200
+
+        client.get(f"{BASE}/auth/logout")
+        assert client.get(BASE).status_code == 401

@@ -1,0 +1,51 @@
+"""Settings come from the environment, and production refuses guessable credentials."""
+
+import pytest
+
+from {{ cookiecutter.package_name }}.settings import PLACEHOLDER, Settings, SettingsError
+
+STRONG_SECRET = "s" * 40
+
+
+def test_development_runs_on_defaults():
+    settings = Settings.from_env({})
+    assert settings.dashboard_password == PLACEHOLDER
+    assert settings.session_secret is None
+    assert settings.dashboard_path.startswith("/")
+
+
+def test_environment_overrides_defaults():
+    settings = Settings.from_env({"TASKS_DB": "other.db", "RETENTION_DAYS": "7"})
+    assert (settings.tasks_db, settings.retention_days) == ("other.db", 7)
+
+
+def test_production_refuses_the_placeholder_password():
+    with pytest.raises(SettingsError, match="DASHBOARD_PASSWORD"):
+        Settings.from_env({"APP_ENV": "production", "SESSION_SECRET": STRONG_SECRET})
+
+
+@pytest.mark.parametrize("secret", [None, PLACEHOLDER, "short"])
+def test_production_refuses_a_missing_or_weak_secret(secret):
+    environ = {"APP_ENV": "production", "DASHBOARD_PASSWORD": "correct horse"}
+    if secret is not None:
+        environ["SESSION_SECRET"] = secret
+    with pytest.raises(SettingsError, match="SESSION_SECRET"):
+        Settings.from_env(environ)
+
+
+def test_production_starts_with_real_credentials():
+    environ = {
+        "APP_ENV": "production",
+        "DASHBOARD_PASSWORD": "correct horse",
+        "SESSION_SECRET": STRONG_SECRET,
+    }
+    assert Settings.from_env(environ).production
+
+
+@pytest.mark.parametrize(
+    ("environ", "name"),
+    [({"RETENTION_DAYS": "a month"}, "RETENTION_DAYS"), ({"APP_ENV": "prod"}, "APP_ENV")],
+)
+def test_malformed_values_are_named(environ, name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(environ)
