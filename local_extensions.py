@@ -17,9 +17,13 @@ def _escaped(value) -> str:
 
 
 @simple_filter
-def toml_string(value):
-    """Return `value` as a TOML basic string."""
-    return _escaped(value)
+def toml_escape(value):
+    """Return `value` escaped for the inside of a TOML basic string ("...").
+
+    The template writes the quotes itself, so its pyproject.toml stays valid TOML that tools can
+    read before it is rendered.
+    """
+    return _escaped(value)[1:-1]
 
 
 @simple_filter

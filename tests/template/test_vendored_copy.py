@@ -27,7 +27,7 @@ def render():
         import local_extensions
     finally:
         sys.path.remove(str(ROOT))
-    env = Environment(extensions=[local_extensions.python_string, local_extensions.toml_string])
+    env = Environment(extensions=[local_extensions.python_string, local_extensions.toml_escape])
     return lambda name, value: env.from_string(f"{{{{ v | {name} }}}}").render(v=value)
 
 
@@ -62,6 +62,6 @@ def test_python_string_reads_back_unchanged_and_ruff_format_keeps_it(render, val
 
 
 @pytest.mark.parametrize("value", NASTY)
-def test_toml_string_reads_back_unchanged(render, value):
+def test_toml_escape_reads_back_unchanged(render, value):
     tomllib = pytest.importorskip("tomllib")
-    assert tomllib.loads(f"x = {render('toml_string', value)}")["x"] == value
+    assert tomllib.loads(f'x = "{render("toml_escape", value)}"')["x"] == value
