@@ -17,6 +17,7 @@ DASHBOARD_PATH = {{ cookiecutter.dashboard_path | python_string }}
 
 PLACEHOLDER = "change-me"
 MIN_SECRET_LENGTH = 32
+KEYGEN_HINT = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 class SettingsError(RuntimeError):
@@ -30,7 +31,7 @@ class Settings:
     app_db: str = "app.db"  # the application's own data (see lifespan.py)
     dashboard_user: str = "admin"
     dashboard_password: str = PLACEHOLDER
-    session_secret: str | None = None  # None: a random key per start, so restarts log users out
+    session_secret: str | None = None  # None: a random key per start (development only)
     retention_days: int = 30
     dashboard_title: str = DASHBOARD_TITLE
     dashboard_path: str = DASHBOARD_PATH
@@ -62,13 +63,17 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        """Raise SettingsError when production would run with a guessable password or secret."""
+        """Raise SettingsError on a malformed value, or when production has guessable credentials."""
         if self.environment not in ("development", "production"):
             raise SettingsError(
                 f"APP_ENV must be 'development' or 'production', not {self.environment!r}"
             )
         if self.retention_days < 1:
             raise SettingsError(f"RETENTION_DAYS must be at least 1, not {self.retention_days}")
+        if self.session_secret is not None and len(self.session_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"SESSION_SECRET must be at least {MIN_SECRET_LENGTH} characters; {KEYGEN_HINT}"
+            )
         if not self.production:
             return
         if self.dashboard_password in ("", PLACEHOLDER):
@@ -76,15 +81,10 @@ class Settings:
                 "DASHBOARD_PASSWORD is unset or the placeholder: set a real password to run"
                 " with APP_ENV=production"
             )
-        if (
-            not self.session_secret
-            or self.session_secret == PLACEHOLDER
-            or len(self.session_secret) < MIN_SECRET_LENGTH
-        ):
+        if self.session_secret is None:
             raise SettingsError(
-                f"SESSION_SECRET must be at least {MIN_SECRET_LENGTH} random characters to run"
-                " with APP_ENV=production; make one with:"
-                ' python -c "import secrets; print(secrets.token_urlsafe(32))"'
+                "SESSION_SECRET is unset: with APP_ENV=production it must be fixed, so logins"
+                f" survive restarts and work across workers; {KEYGEN_HINT}"
             )
 
 
