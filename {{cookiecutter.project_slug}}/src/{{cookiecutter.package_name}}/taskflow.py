@@ -48,6 +48,7 @@ import time
 import traceback
 import urllib.parse
 import uuid
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
@@ -339,21 +340,34 @@ class TaskContext:
 # =============================================================================
 
 
+class _Ring:
+    """The last ``size`` samples, 8 bytes each (for duration percentiles)."""
+
+    __slots__ = ("values", "size", "pos")
+
+    def __init__(self, size: int) -> None:
+        self.values = array("d")
+        self.size = size
+        self.pos = 0
+
+    def add(self, value: float) -> None:
+        if len(self.values) < self.size:
+            self.values.append(value)
+        else:
+            self.values[self.pos] = value
+            self.pos = (self.pos + 1) % self.size
+
+
 class _FuncStats:
-    __slots__ = ("counts", "dur_n", "dur_sum", "dur_min", "dur_max")
+    """Counters of one function: tasks per status, and durations (all, and recent samples)."""
+
+    __slots__ = ("counts", "dur_n", "dur_sum", "recent")
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(TaskStatus, 0)
         self.dur_n = 0
         self.dur_sum = 0.0
-        self.dur_min: float | None = None
-        self.dur_max: float | None = None
-
-    def add_duration(self, d: float, n: int = 1, total: float | None = None) -> None:
-        self.dur_n += n
-        self.dur_sum += d if total is None else total
-        self.dur_min = d if self.dur_min is None else min(self.dur_min, d)
-        self.dur_max = d if self.dur_max is None else max(self.dur_max, d)
+        self.recent = _Ring(1000)
 
 
 class _Store:
@@ -368,14 +382,22 @@ class _Store:
         self.keep_evicted_counts = False  # True with a database: evicted rows stay queryable
         self.track_dirty = False  # True with a database: changed records wait to be written
         self.seq = 0
-        self.changes: deque[tuple[int, str]] = deque(maxlen=8192)
+        self.changes: deque[tuple[int, str]] = deque(maxlen=4096)
         self.watchers: set[asyncio.Event] = set()
         self.reset_stats()
 
     def reset_stats(self) -> None:
         self.funcs: dict[str, _FuncStats] = {}
         self.minutes: dict[int, list[int]] = {}  # minute -> [success, failed]
-        self.durations: deque[tuple[str, float]] = deque(maxlen=max(1000, self.max_history))
+        self.recent = _Ring(min(max(1000, self.max_history), 100_000))
+        self.metrics_cache: tuple[Any, dict[str, Any]] | None = None
+
+    def sample(self, name: str, duration: float) -> None:
+        stats = self.func(name)
+        stats.dur_n += 1
+        stats.dur_sum += duration
+        stats.recent.add(duration)
+        self.recent.add(duration)
 
     def func(self, name: str) -> _FuncStats:
         stats = self.funcs.get(name)
@@ -416,8 +438,7 @@ class _Store:
     def _finished(self, record: TaskRecord) -> None:
         duration = record.duration
         if duration is not None:
-            self.func(record.func_name).add_duration(duration)
-            self.durations.append((record.func_name, duration))
+            self.sample(record.func_name, duration)
         if record.status in (TaskStatus.SUCCESS, TaskStatus.FAILED) and record.ended:
             minute = int(record.ended // 60)
             slot = self.minutes.get(minute)
@@ -444,12 +465,18 @@ class _Store:
         return record
 
     def metrics(self) -> dict[str, Any]:
+        minute = int(time.time() // 60)
+        cached = self.metrics_cache
+        if cached is not None and cached[0] == (self.seq, minute, id(self.funcs)):
+            return cached[1]
+        data = self._metrics(minute)
+        self.metrics_cache = ((self.seq, minute, id(self.funcs)), data)
+        return data
+
+    def _metrics(self, now_minute: int) -> dict[str, Any]:
         counts = dict.fromkeys(_STATUS_VALUES, 0)
         functions: dict[str, Any] = {}
-        overall = _FuncStats()
-        per_func_durations: dict[str, list[float]] = {}
-        for name, d in self.durations:
-            per_func_durations.setdefault(name, []).append(d)
+        dur_n, dur_sum = 0, 0.0
         for name, stats in sorted(self.funcs.items()):
             fc = {s.value: n for s, n in stats.counts.items()}
             total = sum(fc.values())
@@ -457,23 +484,16 @@ class _Store:
                 continue
             for key, n in fc.items():
                 counts[key] += n
-            if stats.dur_n:
-                overall.add_duration(stats.dur_min, stats.dur_n, stats.dur_sum)  # type: ignore[arg-type]
-                overall.dur_max = max(overall.dur_max or 0.0, stats.dur_max or 0.0)
-            p50, p95 = _percentiles(per_func_durations.get(name, ()))
+            dur_n += stats.dur_n
+            dur_sum += stats.dur_sum
             functions[name] = {
                 "total": total,
                 **fc,
                 "success_rate": _rate(fc),
                 "avg": round(stats.dur_sum / stats.dur_n, 6) if stats.dur_n else None,
-                "min": stats.dur_min,
-                "max": stats.dur_max,
-                "p50": p50,
-                "p95": p95,
+                **_summary(stats.recent.values),
             }
-        p50, p95 = _percentiles([d for _, d in self.durations])
-        avg = overall.dur_sum / overall.dur_n if overall.dur_n else 0.0
-        now_minute = int(time.time() // 60)
+        avg = dur_sum / dur_n if dur_n else 0.0
         per_minute = []
         for minute in range(now_minute - 59, now_minute + 1):
             slot = self.minutes.get(minute, (0, 0))
@@ -485,13 +505,7 @@ class _Store:
             **counts,
             "success_rate": _rate(counts),
             "avg_duration_seconds": round(avg, 6),
-            "duration": {
-                "min": overall.dur_min,
-                "max": overall.dur_max,
-                "avg": round(avg, 6) if overall.dur_n else None,
-                "p50": p50,
-                "p95": p95,
-            },
+            "duration": {"avg": round(avg, 6) if dur_n else None, **_summary(self.recent.values)},
             "functions": functions,
             "per_minute": per_minute,
         }
@@ -502,15 +516,21 @@ def _rate(counts: dict[str, int]) -> float:
     return round(counts["success"] / done, 4) if done else 0.0
 
 
-def _percentiles(values: Iterable[float]) -> tuple[float | None, float | None]:
+def _summary(values: Iterable[float]) -> dict[str, float | None]:
+    """min, max, p50 and p95 (nearest rank) of recent duration samples."""
     ordered = sorted(values)
     if not ordered:
-        return None, None
+        return {"min": None, "max": None, "p50": None, "p95": None}
 
     def pick(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 6)
 
-    return pick(0.50), pick(0.95)
+    return {
+        "min": round(ordered[0], 6),
+        "max": round(ordered[-1], 6),
+        "p50": pick(0.5),
+        "p95": pick(0.95),
+    }
 
 
 # =============================================================================
@@ -525,6 +545,20 @@ _COLUMNS = (
     "error, stacktrace, logs, tags, args, kwargs, retry_of, idempotency_key, attempts, "
     "persist, requeue, owner"
 )
+_COUNT_NEW = """INSERT INTO task_counts (func_name, status, n, dur_n, dur_sum)
+        VALUES (NEW.func_name, NEW.status, 1, NEW.duration IS NOT NULL, coalesce(NEW.duration, 0))
+        ON CONFLICT (func_name, status) DO UPDATE SET n = n + 1,
+        dur_n = dur_n + excluded.dur_n, dur_sum = dur_sum + excluded.dur_sum;"""
+_COUNT_OLD = """UPDATE task_counts SET n = n - 1, dur_n = dur_n - (OLD.duration IS NOT NULL),
+        dur_sum = dur_sum - coalesce(OLD.duration, 0)
+        WHERE func_name = OLD.func_name AND status = OLD.status;"""
+# Completions and failures per minute, for the chart of the last hour.
+_COUNT_MINUTE = """INSERT INTO task_minutes (minute, success, failed)
+        SELECT CAST(NEW.end_time / 60 AS INTEGER), NEW.status = 'success', NEW.status = 'failed'
+        WHERE NEW.status IN ('success', 'failed') AND NEW.end_time IS NOT NULL
+        AND OLD_STATUS_CHECK
+        ON CONFLICT (minute) DO UPDATE SET success = success + excluded.success,
+        failed = failed + excluded.failed;"""
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS tasks (
         task_id TEXT PRIMARY KEY,
@@ -552,8 +586,36 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS tasks_status_created ON tasks (status, created_at)",
     "CREATE INDEX IF NOT EXISTS tasks_func_created ON tasks (func_name, created_at)",
     "CREATE INDEX IF NOT EXISTS tasks_end ON tasks (end_time)",
-    "CREATE INDEX IF NOT EXISTS tasks_idem ON tasks (idempotency_key) "
+    "CREATE INDEX IF NOT EXISTS tasks_idem_created ON tasks (created_at) "
     "WHERE idempotency_key IS NOT NULL",
+    # Counters per function and status, kept by triggers so startup and metrics
+    # never count the whole history.
+    """CREATE TABLE IF NOT EXISTS task_counts (
+        func_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        n INTEGER NOT NULL DEFAULT 0,
+        dur_n INTEGER NOT NULL DEFAULT 0,
+        dur_sum REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (func_name, status)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS task_minutes (
+        minute INTEGER PRIMARY KEY,
+        success INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0
+    )""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_counted AFTER INSERT ON tasks BEGIN
+        {_COUNT_NEW}
+        {_COUNT_MINUTE.replace("OLD_STATUS_CHECK", "1")}
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_recounted AFTER UPDATE OF status, duration ON tasks
+    WHEN OLD.status IS NOT NEW.status OR OLD.duration IS NOT NEW.duration BEGIN
+        {_COUNT_OLD}
+        {_COUNT_NEW}
+        {_COUNT_MINUTE.replace("OLD_STATUS_CHECK", "OLD.status IS NOT NEW.status")}
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_uncounted AFTER DELETE ON tasks BEGIN
+        {_COUNT_OLD}
+    END""",
     """CREATE TABLE IF NOT EXISTS audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         ts REAL NOT NULL,
@@ -871,6 +933,9 @@ class _Database:
                 "'interrupted') AND end_time < ?",
                 (cutoff,),
             )
+            await self.conn.execute(
+                "DELETE FROM task_minutes WHERE minute < ?", (int(time.time() // 60) - 120,)
+            )
             await self.conn.execute("COMMIT")
         except BaseException:
             await self.conn.execute("ROLLBACK")
@@ -881,32 +946,29 @@ class _Database:
         """Rebuild the store's counters from the whole file (indices keep this quick)."""
         assert self.conn is not None
         store.reset_stats()
+        # task_counts is kept exact by triggers, so this never scans the tasks table.
         async with self.conn.execute(
-            "SELECT func_name, status, count(*), count(duration), sum(duration), "
-            "min(duration), max(duration) FROM tasks GROUP BY func_name, status"
+            "SELECT func_name, status, n, dur_n, dur_sum FROM task_counts WHERE n != 0"
         ) as cur:
-            for name, status, n, dn, dsum, dmin, dmax in await cur.fetchall():
+            for name, status, n, dur_n, dur_sum in await cur.fetchall():
                 stats = store.func(name)
                 stats.counts[TaskStatus(status)] += n
-                if dn and status in ("success", "failed", "cancelled", "interrupted"):
-                    stats.dur_n += dn
-                    stats.dur_sum += dsum
-                    stats.dur_min = dmin if stats.dur_min is None else min(stats.dur_min, dmin)
-                    stats.dur_max = dmax if stats.dur_max is None else max(stats.dur_max, dmax)
-        since = (int(time.time() // 60) - 60) * 60.0
+                stats.dur_n += dur_n
+                stats.dur_sum += dur_sum
         async with self.conn.execute(
-            "SELECT CAST(end_time / 60 AS INTEGER), status, count(*) FROM tasks "
-            "WHERE end_time >= ? AND status IN ('success', 'failed') GROUP BY 1, 2",
-            (since,),
+            "SELECT minute, success, failed FROM task_minutes WHERE minute >= ?",
+            (int(time.time() // 60) - 60,),
         ) as cur:
-            for minute, status, n in await cur.fetchall():
-                store.minutes.setdefault(minute, [0, 0])[status == "failed"] += n
+            for minute, success, failed in await cur.fetchall():
+                store.minutes[minute] = [success, failed]
         async with self.conn.execute(
             "SELECT func_name, duration FROM tasks WHERE end_time IS NOT NULL "
             "AND duration IS NOT NULL ORDER BY end_time DESC LIMIT ?",
-            (store.durations.maxlen,),
+            (min(store.recent.size, 1000),),
         ) as cur:
-            store.durations.extend(reversed(await cur.fetchall()))
+            for name, duration in reversed(await cur.fetchall()):
+                store.func(name).recent.add(duration)
+                store.recent.add(duration)
         # Records in memory that the file does not hold yet still count.
         for record in store.dirty.values():
             if not record.durable:
@@ -915,8 +977,8 @@ class _Database:
     async def recent_idempotency_keys(self, limit: int) -> list[tuple[str, str, str]]:
         assert self.conn is not None
         async with self.conn.execute(
-            "SELECT idempotency_key, task_id, status FROM tasks WHERE idempotency_key IS NOT NULL "
-            "ORDER BY created_at DESC LIMIT ?",
+            "SELECT idempotency_key, task_id, status FROM tasks INDEXED BY tasks_idem_created "
+            "WHERE idempotency_key IS NOT NULL ORDER BY created_at DESC LIMIT ?",
             (limit,),
         ) as cur:
             return list(await cur.fetchall())
