@@ -1511,6 +1511,12 @@ class TaskManager:
             if not callable(func):
                 raise TypeError(f"@task_manager.task() decorates a function, got {func!r}")
             task_name = name or _name_of(func)
+            if persist and self.snapshot_db is None:
+                logger.warning(
+                    "task %r has persist=True but the TaskManager has no snapshot_db;"
+                    " it will not survive a restart",
+                    task_name,
+                )
             known = self._registry.get(task_name)
             if (
                 known is not None
@@ -2935,7 +2941,7 @@ class _Admin:
         store.watchers.add(wake)
         try:
             seen = store.seq
-            yield "retry: 3000\n\n"
+            yield "retry: 1000\n\n"
             if last_event_id.isdigit():
                 resume = int(last_event_id)
                 oldest = store.changes[0][0] if store.changes else store.seq + 1
@@ -2946,7 +2952,9 @@ class _Admin:
             yield _sse("metrics", manager.metrics())
             metrics_at = time.monotonic()
             beat_at = time.monotonic()
-            ends_at = time.monotonic() + 600  # clients reconnect; bounds a dead connection
+            # Streams end after a minute and the browser reconnects with Last-Event-ID: a
+            # server's graceful shutdown waits for open responses, so none may be endless.
+            ends_at = time.monotonic() + 60
             while time.monotonic() < ends_at and not manager._closing:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=1.0)
