@@ -43,11 +43,13 @@ def status_of(tm: Any, task_id: str) -> str | None:
 
 
 async def reaches(tm: Any, task_id: str, *statuses: str, timeout: float = 10.0) -> Any:
-    """Wait until the task (in memory) has one of ``statuses``; returns its record."""
+    """Wait until the task has one of ``statuses`` (default: any final one); returns its record."""
     wanted = set(statuses) or FINAL
 
-    def check() -> Any:
+    async def check() -> Any:
         record = tm.get(task_id)
+        if record is None:  # left memory (max_history): ask the database
+            record = await tm.fetch(task_id)
         return record if record is not None and record.status.value in wanted else None
 
     try:
