@@ -1,0 +1,556 @@
+"""Side-by-side benchmarks: plain BackgroundTasks, our taskflow.py and fastapi-taskflow (the peer).
+
+    python bench/run.py [--quick] [--rounds N] [--only scenario,...] [--json out.json]
+                        [--markdown out.md] [--profile]
+
+Each implementation runs every scenario in a fresh subprocess (bench/_worker.py); the
+implementations alternate over several rounds (the order rotates each round), and the table gives
+medians and the per-round ratios, because the machines are noisy. Every run also checks
+correctness (all tasks final, counts match); a failed check marks the row FAIL. Setup:
+`pip install -r bench/requirements.txt` (the peer is a benchmark dependency only).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+WORKER = BENCH / "_worker.py"
+CACHE = BENCH / "results" / "cache"
+VENDOR = ROOT / "taskflow_vendor" / "taskflow.py"
+IMPLS = ("plain", "ours", "peer")
+
+
+@dataclass
+class Target:
+    against: str  # "plain" / "peer": ratio ours/that; "abs": ours' own value
+    op: str  # ">=" or "<="
+    value: float
+
+    def met(self, x):
+        return x >= self.value if self.op == ">=" else x <= self.value
+
+    def __str__(self):
+        sign = "≥" if self.op == ">=" else "≤"
+        if self.against == "abs":
+            return f"{sign} {self.value:g}"
+        return f"{sign} {self.value:g}×{self.against}"
+
+
+@dataclass
+class Measure:
+    label: str
+    key: str | None = None  # key in the worker's result (for `variant`)
+    variant: str = ""
+    targets: list = field(default_factory=list)
+    derive: object = None  # f(results_by_variant) -> value, instead of key
+    fmt: str = "{:,.0f}"
+    scale: float = 1.0
+
+    def value(self, by_variant):
+        if self.derive is not None:
+            try:
+                return self.derive(by_variant)
+            except (KeyError, TypeError, ZeroDivisionError):
+                return None
+        run = by_variant.get(self.variant)
+        if run is None or run.get(self.key) is None:
+            return None
+        return run[self.key] * self.scale
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    measures: list
+    impls: tuple = IMPLS
+    variants: dict = field(default_factory=lambda: {"": []})  # name -> extra worker args
+    history: bool = False  # needs prepared history files (--db/--rows per variant)
+    rounds_cap: int | None = None
+    timeout: float = 180
+    notes: dict = field(default_factory=dict)  # impl -> why its figure differs
+
+
+def sse_ratio(v):
+    return v["20"]["rps"] / v["none"]["rps"]
+
+
+SCENARIOS = [
+    Scenario(
+        "enqueue_async",
+        "enqueue one async no-op task per request, in process (httpx ASGITransport)",
+        [Measure("req/s", "rps", targets=[Target("plain", ">=", 0.85), Target("peer", ">=", 1.3)])],
+    ),
+    Scenario(
+        "enqueue_sync",
+        "same, sync task (thread pool)",
+        [Measure("req/s", "rps", targets=[Target("plain", ">=", 0.85)])],
+    ),
+    Scenario(
+        "uvicorn_wrk",
+        "same under uvicorn on 127.0.0.1, wrk -t1 -c16 (POST)",
+        [
+            Measure("req/s", "rps"),
+            Measure("p99 ms", "p99_ms", targets=[Target("plain", "<=", 2.0)], fmt="{:,.1f}"),
+        ],
+    ),
+    Scenario(
+        "persist_enqueue",
+        "enqueue with persist=True and snapshot_db, in process",
+        [Measure("req/s", "rps", targets=[Target("plain", ">=", 0.5)])],
+        notes={"plain": "no persistence (the floor)"},
+    ),
+    Scenario(
+        "drain",
+        "drain tasks enqueued outside a request, snapshot_db, until final and flushed",
+        [Measure("tasks/s", "tasks_per_s", targets=[Target("peer", ">=", 7.0)])],
+        notes={
+            "plain": "asyncio tasks, no persistence (the floor)",
+            "peer": "add_task(eager=True): it has no enqueue outside a request",
+        },
+    ),
+    Scenario(
+        "memory",
+        "RSS while no-op tasks finish, max_history=10000",
+        [
+            Measure(
+                "B/record to max_history",
+                "bytes_per_record",
+                targets=[Target("abs", "<=", 400)],
+            ),
+            Measure(
+                "MB growth 20k→end",
+                "growth_after_mb",
+                targets=[Target("abs", "<=", 2.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure("MB growth total", "growth_total_mb", fmt="{:,.1f}"),
+        ],
+        rounds_cap=2,
+        timeout=240,
+        notes={"peer": "has no max_history: keeps every record (its growth is reported)"},
+    ),
+    Scenario(
+        "list",
+        "GET /tasks, one page of 100, restarted on prepared history",
+        [
+            Measure("ms @rows", "ms", "big", targets=[Target("abs", "<=", 5.0)], fmt="{:,.1f}"),
+            Measure("KB @rows", "bytes", "big", scale=1 / 1024),
+            Measure("ms @1k rows", "ms", "small", fmt="{:,.1f}"),
+        ],
+        impls=("ours", "peer"),
+        variants={"big": [], "small": []},
+        history=True,
+        notes={
+            "plain": "no tracking",
+            "peer": "has no pagination: returns every row (limit is ignored)",
+        },
+    ),
+    Scenario(
+        "metrics",
+        "GET /tasks/metrics, restarted on prepared history",
+        [
+            Measure("ms (median)", "ms", "big", targets=[Target("abs", "<=", 5.0)], fmt="{:,.1f}"),
+            Measure("ms (first)", "first_ms", "big", fmt="{:,.1f}"),
+        ],
+        impls=("ours", "peer"),
+        variants={"big": []},
+        history=True,
+        notes={"plain": "no tracking", "peer": "caches its full-table read for 5 s"},
+    ),
+    Scenario(
+        "startup",
+        "startup() with prepared history rows in the file",
+        [
+            Measure("s", "seconds", "big", targets=[Target("abs", "<=", 0.1)], fmt="{:,.3f}"),
+            Measure(
+                "MB RSS added", "rss_mb", "big", targets=[Target("abs", "<=", 10.0)], fmt="{:,.1f}"
+            ),
+        ],
+        impls=("ours", "peer"),
+        variants={"big": []},
+        history=True,
+        notes={"plain": "no tracking", "peer": "loads every row into memory"},
+    ),
+    Scenario(
+        "sse",
+        "uvicorn + wrk with 20 clients on /tasks/dashboard/stream vs none",
+        [
+            Measure(
+                "req/s 20 clients ÷ none",
+                derive=sse_ratio,
+                targets=[Target("abs", ">=", 0.9)],
+                fmt="{:,.2f}",
+            ),
+            Measure("req/s, no clients", "rps", "none"),
+            Measure("req/s, 20 clients", "rps", "20"),
+        ],
+        impls=("ours", "peer"),
+        variants={"none": ["--clients", "0"], "20": ["--clients", "20"]},
+        notes={
+            "plain": "no dashboard",
+            "peer": "sends its full state to every client on each change",
+        },
+    ),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ours_status():
+    """(available, reason): the module is plugged in once TaskManager exists and imports."""
+    text = VENDOR.read_text(encoding="utf-8") if VENDOR.exists() else ""
+    if text.count("class TaskManager") != 1:
+        return False, "taskflow.py has no TaskManager yet"
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, 'taskflow_vendor'); import taskflow; "
+            "taskflow.TaskManager; taskflow.TaskAdmin",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return False, "import failed: " + (probe.stderr.strip().splitlines() or ["?"])[-1]
+    return True, ""
+
+
+def peer_status():
+    probe = subprocess.run(
+        [sys.executable, "-c", "import fastapi_taskflow; print(fastapi_taskflow.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return False, "not installed: pip install -r bench/requirements.txt", None
+    return True, "", probe.stdout.strip()
+
+
+def run_worker(argv, timeout):
+    """Run one worker in its own process group; a timeout kills the group (wrk, SSE readers)."""
+    cmd = [sys.executable, str(WORKER), *argv, "--json"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"ok": False, "problems": [f"timeout after {timeout:.0f} s"], "wall": timeout}
+    wall = time.perf_counter() - t0
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        tail = (err.strip().splitlines() or ["no output"])[-1][:300]
+        return {"ok": False, "problems": [f"worker exit {proc.returncode}: {tail}"], "wall": wall}
+    result = json.loads(lines[-1])
+    result["wall"] = wall
+    return result
+
+
+def history_file(impl, rows, quick):
+    """Prepared history file for impl with `rows` rows, cached by the implementation's source."""
+    tag = hashlib.sha256(VENDOR.read_bytes()).hexdigest()[:12] if impl == "ours" else "0.12.1"
+    path = CACHE / f"{impl}-{rows}-{tag}.db"
+    if path.exists():
+        return path, None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for old in CACHE.glob(f"{impl}-{rows}-*.db*"):
+        old.unlink()
+    log(f"  preparing {rows:,} history rows for {impl} ...")
+    result = run_worker(["prep", impl, "--rows", str(rows), "--out", str(path)], 420)
+    if not result.get("ok"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        return None, "; ".join(result.get("problems", ["prep failed"]))
+    log(f"  prepared in {result.get('seconds', 0):.1f} s")
+    return path, None
+
+
+def fmt_value(measure, value):
+    if value is None:
+        return "—"
+    return measure.fmt.format(value)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(scenario, runs, available):
+    """Rows of the table for one scenario. runs[impl][round] = {variant: result}."""
+    rows = []
+    bad = {}  # impl -> problems
+    for impl, rounds in runs.items():
+        for by_variant in rounds:
+            for variant, result in by_variant.items():
+                if not result.get("ok"):
+                    tag = f"{impl}{('/' + variant) if variant else ''}"
+                    bad.setdefault(impl, []).extend(f"{tag}: {p}" for p in result["problems"])
+    for measure in scenario.measures:
+        per_impl = {
+            impl: [measure.value(by_variant) for by_variant in runs.get(impl, [])] for impl in IMPLS
+        }
+        med = {impl: median(vals) for impl, vals in per_impl.items()}
+        ratios = {}
+        for base in ("plain", "peer"):
+            pairs = list(zip(per_impl["ours"], per_impl[base], strict=False))
+            per_round = [o / b for o, b in pairs if o is not None and b]
+            ratios[base] = (median(per_round), per_round)
+        cells = {}
+        for impl in IMPLS:
+            if impl not in scenario.impls or impl not in available:
+                cells[impl] = "n/a"
+            else:
+                cells[impl] = fmt_value(measure, med[impl]) + ("!" if impl in bad else "")
+        verdict, per_round_text = "", ""
+        if measure.targets:
+            first = measure.targets[0]
+            if first.against == "abs":
+                per_round_text = " ".join(fmt_value(measure, v) for v in per_impl["ours"])
+            else:
+                per_round_text = " ".join(f"{r:.2f}" for r in ratios[first.against][1])
+            if "ours" not in available:
+                verdict = "n/a"
+            elif "ours" in bad:
+                verdict = "FAIL"
+            else:
+                met = []
+                for target in measure.targets:
+                    x = med["ours"] if target.against == "abs" else ratios[target.against][0]
+                    met.append(x is not None and target.met(x))
+                verdict = "PASS" if all(met) else "MISS"
+                if any(t.against in bad for t in measure.targets):
+                    verdict += "?"
+        rows.append(
+            {
+                "scenario": scenario.name,
+                "measure": measure.label,
+                "plain": cells["plain"],
+                "ours": cells["ours"],
+                "peer": cells["peer"],
+                "ours/plain": f"{ratios['plain'][0]:.2f}" if ratios["plain"][0] else "—",
+                "ours/peer": f"{ratios['peer'][0]:.2f}" if ratios["peer"][0] else "—",
+                "target": ", ".join(str(t) for t in measure.targets) or "(info)",
+                "verdict": verdict,
+                "per-round": per_round_text,
+                "medians": med,
+                "per_round_values": per_impl,
+            }
+        )
+    return rows, bad
+
+
+COLUMNS = [
+    "scenario",
+    "measure",
+    "plain",
+    "ours",
+    "peer",
+    "ours/plain",
+    "ours/peer",
+    "target",
+    "verdict",
+    "per-round",
+]
+
+
+def text_table(rows):
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS}
+    line = "  ".join(c.ljust(widths[c]) for c in COLUMNS)
+    out = [line, "  ".join("-" * widths[c] for c in COLUMNS)]
+    previous = None
+    for r in rows:
+        cells = dict(r)
+        if r["scenario"] == previous:
+            cells["scenario"] = ""
+        previous = r["scenario"]
+        out.append("  ".join(str(cells[c]).ljust(widths[c]) for c in COLUMNS))
+    return "\n".join(out)
+
+
+def markdown_table(rows):
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        out.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in COLUMNS) + " |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="taskflow benchmarks (see docs/benchmarks.md)")
+    parser.add_argument("--quick", action="store_true", help="small loads, 2 rounds (< 2 min)")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 2)")
+    parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--impls", default=",".join(IMPLS), help="subset of plain,ours,peer")
+    parser.add_argument("--json", dest="json_out", help="write raw results and the table here")
+    parser.add_argument("--markdown", help="write the table as Markdown here")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument on ours' runs")
+    args = parser.parse_args(argv)
+
+    rounds = args.rounds or (2 if args.quick else 3)
+    names = [s.name for s in SCENARIOS]
+    only = args.only.split(",") if args.only else names
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {names}")
+    wanted = set(args.impls.split(","))
+    big_rows, small_rows = (20_000, 1_000) if args.quick else (100_000, 1_000)
+
+    available, skipped = [], {}
+    ok, why = ours_status()
+    ok_peer, why_peer, peer_version = peer_status()
+    for impl, good, reason in (("plain", True, ""), ("ours", ok, why), ("peer", ok_peer, why_peer)):
+        if impl not in wanted:
+            skipped[impl] = "not selected (--impls)"
+        elif good:
+            available.append(impl)
+        else:
+            skipped[impl] = reason
+    for impl, reason in skipped.items():
+        log(f"{impl}: n/a ({reason})")
+
+    started = time.perf_counter()
+    all_rows, raw, failures = [], {}, {}
+    for scenario in SCENARIOS:
+        if scenario.name not in only:
+            continue
+        log(f"[{scenario.name}] {scenario.title}")
+        impls = [i for i in scenario.impls if i in available]
+        files, prep_problems = {}, {}
+        if scenario.history:
+            for impl in list(impls):
+                for variant, rows in (("big", big_rows), ("small", small_rows)):
+                    if variant not in scenario.variants:
+                        continue
+                    path, problem = history_file(impl, rows, args.quick)
+                    if problem:
+                        prep_problems[impl] = f"prep {rows} rows: {problem}"
+                        impls.remove(impl)
+                        break
+                    files[(impl, variant)] = (path, rows)
+        n_rounds = min(rounds, scenario.rounds_cap or rounds)
+        if args.quick and scenario.rounds_cap:
+            n_rounds = 1
+        runs = {impl: [] for impl in impls}
+        for r in range(n_rounds):
+            order = impls[r % len(impls) :] + impls[: r % len(impls)] if impls else []
+            for impl in order:
+                by_variant = {}
+                variants = list(scenario.variants)
+                variants = variants[r % len(variants) :] + variants[: r % len(variants)]
+                for variant in variants:
+                    argv = [scenario.name, impl, *scenario.variants[variant]]
+                    if variant:
+                        argv += ["--variant", variant]
+                    if args.quick:
+                        argv.append("--quick")
+                    if args.profile and impl == "ours":
+                        argv.append("--profile")
+                    if (impl, variant) in files:
+                        path, rows = files[(impl, variant)]
+                        argv += ["--db", str(path), "--rows", str(rows)]
+                    result = run_worker(argv, scenario.timeout)
+                    by_variant[variant] = result
+                    summary = ", ".join(
+                        f"{m.label} {fmt_value(m, m.value({variant: result}))}"
+                        for m in scenario.measures
+                        if m.derive is None and m.variant == variant
+                    )
+                    status = (
+                        "ok" if result.get("ok") else "FAILED: " + "; ".join(result["problems"])
+                    )
+                    log(f"  round {r + 1}/{n_rounds} {impl:5} {variant:5} {summary}  [{status}]")
+                runs[impl].append(by_variant)
+        rows, bad = summarize(scenario, runs, [i for i in available if i in impls])
+        for impl, problem in prep_problems.items():
+            bad.setdefault(impl, []).append(problem)
+            for row in rows:
+                row[impl] = "n/a"
+                if impl == "ours" and row["verdict"]:
+                    row["verdict"] = "FAIL"
+        all_rows.extend(rows)
+        raw[scenario.name] = runs
+        if bad:
+            failures[scenario.name] = bad
+
+    elapsed = time.perf_counter() - started
+    header = (
+        f"taskflow benchmarks, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"peer fastapi-taskflow {peer_version or 'n/a'}, rounds {rounds}"
+        f"{' (quick)' if args.quick else ''}, {elapsed:.0f} s"
+    )
+    print(header)
+    print()
+    print(text_table(all_rows))
+    print()
+    print("Values are medians over rounds; ratios are medians of per-round ratios (ours ÷ other);")
+    print("per-round lists the ratio the first target uses (or ours' values for absolute targets).")
+    print("'!' marks a failed correctness check, explained below; n/a: not applicable or not run.")
+    notes = []
+    for scenario in SCENARIOS:
+        if scenario.name not in only:
+            continue
+        for impl, note in scenario.notes.items():
+            notes.append(f"  {scenario.name} / {impl}: {note}")
+    for impl, reason in skipped.items():
+        notes.append(f"  {impl}: n/a ({reason})")
+    if notes:
+        print("Notes:")
+        print("\n".join(notes))
+    if failures:
+        print("Correctness failures:")
+        for name, bad in failures.items():
+            for problems in bad.values():
+                for problem in dict.fromkeys(problems):
+                    print(f"  {name} / {problem}")
+    if args.markdown:
+        Path(args.markdown).write_text(header + "\n\n" + markdown_table(all_rows) + "\n")
+    if args.json_out:
+        Path(args.json_out).write_text(
+            json.dumps(
+                {
+                    "header": header,
+                    "rows": [{k: v for k, v in r.items()} for r in all_rows],
+                    "raw": raw,
+                    "failures": failures,
+                    "skipped": skipped,
+                },
+                indent=1,
+                default=str,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
