@@ -1,0 +1,379 @@
+"""The query layer: list filters, order, pagination and totals; metrics; bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from apps.engine_support import reaches, started, until
+from taskflow import TaskManager, TaskStatus
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_manager(request, tmp_path: Path):
+    def make(**options) -> TaskManager:
+        if request.param == "sqlite":
+            options.setdefault("snapshot_db", tmp_path / "tasks.db")
+        return TaskManager(**options)
+
+    make.kind = request.param
+    return make
+
+
+async def _populate(tm: TaskManager) -> dict[str, list[str]]:
+    """Tasks of three functions ending success/failed/cancelled, created in a known order."""
+
+    @tm.task(name="send-email")
+    async def send_email(n):
+        return n
+
+    @tm.task(name="resize-image")
+    def resize(n):
+        raise ValueError(n)
+
+    @tm.task(name="nightly-report")
+    async def report():
+        return None
+
+    ids: dict[str, list[str]] = {"all": [], "email": [], "resize": [], "cancelled": []}
+    for n in range(5):
+        for func, key in ((send_email, "email"), (resize, "resize")):
+            task_id = tm.add_task(func, n)
+            ids[key].append(task_id)
+            ids["all"].append(task_id)
+            await reaches(tm, task_id)
+            await asyncio.sleep(0.002)  # distinct creation times
+    cancelled = tm.add_task(report)  # before startup: cancel leaves it never run
+    tm.cancel(cancelled)
+    ids["cancelled"].append(cancelled)
+    ids["all"].append(cancelled)
+    return ids
+
+
+async def _query_ids(tm: TaskManager, **filters) -> tuple[list[str], int]:
+    page, total = await tm.query(**filters)
+    return [r.task_id for r in page], total
+
+
+async def test_query_filters_order_pagination_and_total(make_manager):
+    tm = make_manager()
+    async with started(tm):
+        ids = await _populate(tm)
+        newest_first = list(reversed(ids["all"]))
+
+        assert await _query_ids(tm) == (newest_first, 11)
+        assert await _query_ids(tm, status="success") == (list(reversed(ids["email"])), 5)
+        assert await _query_ids(tm, status=TaskStatus.FAILED) == (list(reversed(ids["resize"])), 5)
+        got, total = await _query_ids(tm, status=["failed", "cancelled"])
+        assert total == 6 and set(got) == set(ids["resize"] + ids["cancelled"])
+        assert await _query_ids(tm, func_name="send-email") == (list(reversed(ids["email"])), 5)
+        assert await _query_ids(tm, func_name="nope") == ([], 0)
+        assert await _query_ids(tm, status="running") == ([], 0)
+
+        # text search: the start of an id, or part of a function name
+        target = ids["resize"][2]
+        got, _ = await _query_ids(tm, q=target[:13])
+        assert target in got and all(i.startswith(target[:13]) for i in got)
+        got, total = await _query_ids(tm, q="image")
+        assert total == 5 and set(got) == set(ids["resize"])
+        got, total = await _query_ids(tm, q="RESIZE")
+        assert total == 5, "the name search is case-insensitive"
+        assert (await _query_ids(tm, q="100%_"))[1] == 0  # LIKE wildcards are literal
+
+        # created since/until (bounds between two creation times)
+        records = {r.task_id: r for r in (await tm.query(limit=1000))[0]}
+
+        def between(a: int, b: int) -> datetime:
+            first, second = records[ids["all"][a]].created_at, records[ids["all"][b]].created_at
+            return first + (second - first) / 2
+
+        got, total = await _query_ids(tm, since=between(3, 4))
+        assert got == newest_first[: 11 - 4] and total == 7
+        got, total = await _query_ids(tm, until=between(4, 5))
+        assert got == newest_first[11 - 5 :] and total == 5
+        got, total = await _query_ids(
+            tm, since=between(3, 4), until=between(6, 7), status="success"
+        )
+        assert total == 2 and set(got) == {ids["all"][4], ids["all"][6]}
+        naive = between(3, 4).replace(tzinfo=None)  # naive datetimes are read as UTC
+        assert (await _query_ids(tm, since=naive))[1] == 7
+
+        # pagination: pages partition the result; total is the whole count
+        pages = []
+        for offset in range(0, 11, 4):
+            page, total = await _query_ids(tm, limit=4, offset=offset)
+            assert total == 11
+            pages += page
+        assert pages == newest_first
+        assert await _query_ids(tm, limit=4, offset=100) == ([], 11)
+
+        # other orders
+        got, _ = await _query_ids(tm, sort="created_at")
+        assert got == ids["all"]
+        got, _ = await _query_ids(tm, sort="func_name", limit=1000)
+        names = [records[i].func_name for i in got]
+        assert names == sorted(names)
+
+
+async def test_query_rejects_bad_arguments(make_manager):
+    tm = make_manager()
+    async with started(tm):
+        with pytest.raises(ValueError, match="status"):
+            await tm.query(status="done")
+        with pytest.raises(ValueError, match="sort"):
+            await tm.query(sort="colour")
+        with pytest.raises(ValueError, match="limit"):
+            await tm.query(limit=0)
+        with pytest.raises(ValueError, match="offset"):
+            await tm.query(offset=-1)
+        with pytest.raises(TypeError, match="since"):
+            await tm.query(since="yesterday")
+
+
+@pytest.mark.xfail(
+    reason="BUG-since-precision: since/until compare full-precision float times with the "
+    "microsecond datetimes the records expose, so a record's own created_at can exclude it",
+    strict=True,
+)
+async def test_since_and_until_a_records_own_created_at_include_it(make_manager):
+    tm = make_manager()
+    async with started(tm):
+        ids = [tm.add_task(print, n) for n in range(12)]
+        for task_id in ids:
+            await reaches(tm, task_id)
+        missing = []
+        for task_id in ids:
+            created = tm.get(task_id).created_at
+            if task_id not in (await _query_ids(tm, since=created, limit=1000))[0]:
+                missing.append(("since", task_id))
+            if task_id not in (await _query_ids(tm, until=created, limit=1000))[0]:
+                missing.append(("until", task_id))
+        assert missing == []
+
+
+# -- metrics -------------------------------------------------------------------------
+
+TOP_KEYS = {
+    "total",
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "success_rate",
+    "avg_duration_seconds",
+    "duration",
+    "functions",
+    "per_minute",
+}
+FUNC_KEYS = {
+    "total",
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "success_rate",
+    "avg",
+    "p50",
+    "p95",
+}
+
+
+def _counts(metrics) -> dict[str, int]:
+    keys = ("total", "pending", "running", "success", "failed", "cancelled", "interrupted")
+    return {k: metrics[k] for k in keys}
+
+
+async def test_metrics_keys_counts_rates_durations_and_per_minute(make_manager):
+    tm = make_manager(max_concurrent_tasks=1)
+    gate = asyncio.Event()
+
+    @tm.task(name="blocker")
+    async def blocker():
+        await gate.wait()
+
+    empty = tm.metrics()
+    assert set(empty) >= TOP_KEYS and empty["total"] == 0 and empty["success_rate"] == 0
+
+    async with started(tm):
+        ids = await _populate(tm)
+        running = tm.add_task(blocker)
+        await reaches(tm, running, "running")
+        pending = tm.add_task(blocker)
+        await asyncio.sleep(0.01)
+        metrics = tm.metrics()
+        assert set(metrics) >= TOP_KEYS
+        assert _counts(metrics) == {
+            "total": 13,
+            "pending": 1,
+            "running": 1,
+            "success": 5,
+            "failed": 5,
+            "cancelled": 1,
+            "interrupted": 0,
+        }
+        assert metrics["success_rate"] == pytest.approx(0.5)
+        d = metrics["duration"]
+        assert {"min", "max", "avg", "p50", "p95"} <= set(d)
+        assert 0 <= d["min"] <= d["p50"] <= d["p95"] <= d["max"]
+        assert d["min"] <= d["avg"] <= d["max"]
+        assert metrics["avg_duration_seconds"] == pytest.approx(d["avg"], abs=1e-6)
+
+        functions = metrics["functions"]
+        assert {"send-email", "resize-image", "nightly-report", "blocker"} <= set(functions)
+        email = functions["send-email"]
+        assert set(email) >= FUNC_KEYS
+        assert (email["total"], email["success"], email["failed"]) == (5, 5, 0)
+        assert email["success_rate"] == 1.0
+        resize = functions["resize-image"]
+        assert (resize["total"], resize["failed"], resize["success_rate"]) == (5, 5, 0.0)
+        assert functions["nightly-report"]["cancelled"] == 1
+        assert functions["blocker"]["running"] == 1 and functions["blocker"]["pending"] == 1
+
+        per_minute = metrics["per_minute"]
+        assert len(per_minute) == 60
+        minutes = [datetime.fromisoformat(m["minute"]) for m in per_minute]
+        assert all(m.tzinfo is not None for m in minutes)
+        assert all(
+            b - a == timedelta(minutes=1) for a, b in zip(minutes, minutes[1:], strict=False)
+        )
+        assert sum(m["success"] for m in per_minute) == 5
+        assert sum(m["failed"] for m in per_minute) == 5
+
+        tm.cancel(pending)
+        gate.set()
+        await reaches(tm, running)
+        after = tm.metrics()
+        assert (after["pending"], after["running"], after["cancelled"], after["success"]) == (
+            0,
+            0,
+            2,
+            6,
+        )
+    assert ids
+
+
+async def test_metrics_count_interrupted_tasks(tmp_path: Path):
+    db = tmp_path / "tasks.db"
+    tm = TaskManager(snapshot_db=db, shutdown_timeout=0.02)
+    gate = asyncio.Event()
+
+    async def stuck():
+        await gate.wait()
+
+    async with started(tm):
+        await reaches(tm, tm.add_task(stuck), "running")
+    tm2 = TaskManager(snapshot_db=db)
+    async with started(tm2):
+        metrics = tm2.metrics()
+    assert metrics["interrupted"] == 1 and metrics["total"] == 1
+    assert metrics["functions"]["stuck"]["interrupted"] == 1
+
+
+async def test_metrics_and_query_cover_history_older_than_memory(tmp_path: Path):
+    db = tmp_path / "tasks.db"
+    tm = TaskManager(snapshot_db=db, max_history=10)
+
+    async def job(n):
+        if n % 4 == 0:
+            raise ValueError(n)
+
+    async with started(tm):
+        ids = [tm.add_task(job, n) for n in range(400)]
+        await reaches(tm, ids[-1])
+        await until(
+            lambda: all(tm.get(i) is None or tm.get(i).status.is_final for i in ids),
+            what="every task to finish",
+        )
+        in_memory = [i for i in ids if tm.get(i) is not None]
+        assert len(in_memory) <= 10  # the newest finished ones only
+        assert in_memory == ids[-len(in_memory) :]
+        metrics = tm.metrics()
+        assert (metrics["total"], metrics["success"], metrics["failed"]) == (400, 300, 100)
+        page, total = await tm.query(status="failed", limit=10, offset=90)
+        assert total == 100 and len(page) == 10
+        oldest = (await tm.query(sort="created_at", limit=1))[0][0]
+        assert oldest.task_id == ids[0] and oldest.status is TaskStatus.FAILED
+        assert (await tm.fetch(ids[1])).status is TaskStatus.SUCCESS
+
+    # After a restart nothing is loaded into memory, yet everything is counted and queryable.
+    tm2 = TaskManager(snapshot_db=db, max_history=10)
+    async with started(tm2):
+        assert all(tm2.get(i) is None for i in ids)
+        metrics = tm2.metrics()
+        assert (metrics["total"], metrics["success"], metrics["failed"]) == (400, 300, 100)
+        assert metrics["functions"]["job"]["total"] == 400
+        assert (await tm2.query(limit=5))[1] == 400
+
+
+async def test_memory_without_a_database_keeps_only_max_history_finished_records():
+    tm = TaskManager(max_history=5)
+    gate = asyncio.Event()
+
+    async def job():
+        return None
+
+    async def live():
+        await gate.wait()
+
+    async with started(tm):
+        long_running = tm.add_task(live)
+        ids = [tm.add_task(job) for _ in range(50)]
+        for task_id in ids:
+            await until(
+                lambda t=task_id: tm.get(t) is None or tm.get(t).status.is_final,
+                what="a task to finish",
+            )
+        kept = [i for i in ids if tm.get(i) is not None]
+        assert kept == ids[-5:]
+        assert tm.get(long_running).status is TaskStatus.RUNNING  # live tasks are never evicted
+        page, total = await tm.query(limit=100)
+        assert total == 6 and {r.task_id for r in page} == set(kept) | {long_running}
+        metrics = tm.metrics()
+        assert metrics["success"] == 5 and metrics["running"] == 1
+        gate.set()
+
+
+@pytest.mark.xfail(
+    reason="BUG-metrics-double-count: tasks claimed at startup (requeue or interrupted) are "
+    "counted twice: once by load_stats from the file, once by _store.add",
+    strict=True,
+)
+async def test_metrics_after_a_requeueing_restart_count_each_task_once(tmp_path: Path):
+    db = tmp_path / "tasks.db"
+    gate = asyncio.Event()
+
+    async def blocker():
+        await gate.wait()
+
+    async def quick(n):
+        return n
+
+    tm = TaskManager(
+        snapshot_db=db, requeue_pending=True, max_concurrent_tasks=1, shutdown_timeout=0.02
+    )
+    tm.task()(blocker)
+    tm.task()(quick)
+    async with started(tm):
+        await reaches(tm, tm.add_task(blocker), "running")
+        ids = [tm.add_task(quick, n) for n in range(3)]
+    tm2 = TaskManager(snapshot_db=db, requeue_pending=True)
+    tm2.task()(blocker)
+    tm2.task()(quick)
+    async with started(tm2):
+        for task_id in ids:
+            await reaches(tm2, task_id)
+        assert _counts(tm2.metrics()) == {
+            "total": 4,
+            "pending": 0,
+            "running": 0,
+            "success": 3,
+            "failed": 0,
+            "cancelled": 0,
+            "interrupted": 1,
+        }
