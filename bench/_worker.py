@@ -46,7 +46,7 @@ SIZES = {
     "wrk_seconds": (6, 2),
     "wrk_conns": (16, 16),
     "wrk_max_requests": (200_000, 60_000),
-    "drain_n": (10_000, 10_000),
+    "drain_n": (10_000, 3_000),
     "memory_total": (200_000, 50_000),
     "list_requests": (40, 15),
     "list_seconds": (6.0, 3.0),
@@ -101,11 +101,40 @@ async def boom():
 # ---------------------------------------------------------------------------------------------
 
 
+PLAIN_ROW = {
+    "task_id": "",
+    "func_name": "noop_async",
+    "status": "success",
+    "created_at": "2026-01-01T00:00:00.000000+00:00",
+    "start_time": "2026-01-01T00:00:00.000200+00:00",
+    "end_time": "2026-01-01T00:00:00.000400+00:00",
+    "duration": 0.0002,
+    "retries_used": 0,
+    "error": None,
+    "logs": [],
+    "stacktrace": None,
+    "tags": {},
+    "retry_of": None,
+    "attempts": [],
+}
+PLAIN_METRICS = {
+    "total": 100000,
+    "success": 95000,
+    "failed": 5000,
+    "success_rate": 0.95,
+    "per_minute": [{"minute": "2026-01-01T00:00:00+00:00", "success": 0, "failed": 0}] * 60,
+}
+
+
 class Plain:
-    """FastAPI's own BackgroundTasks: no ids, no records (the floor)."""
+    """FastAPI's own BackgroundTasks: no ids, no records (the floor).
+
+    For list/metrics it serves precomputed bodies of the same shape (the cost of FastAPI and
+    the in-process client alone)."""
 
     name = "plain"
     tracked = False
+    list_path = "/tasks?limit=100"
 
     def __init__(self, **_options):
         self.ids: list = []
@@ -116,6 +145,7 @@ class Plain:
 
     def build_app(self, func, admin=True):
         from fastapi import BackgroundTasks, FastAPI
+        from fastapi.responses import JSONResponse
 
         app = FastAPI()
         ids = self.ids
@@ -125,6 +155,17 @@ class Plain:
             background_tasks.add_task(func)
             ids.append(None)
             return {"ok": True}
+
+        # Floors for the list and metrics scenarios: precomputed bodies of the same shape.
+        page = [PLAIN_ROW | {"task_id": str(uuid.uuid4())} for _ in range(100)]
+
+        @app.get("/tasks")
+        async def list_page():
+            return JSONResponse(page, headers={"X-Total-Count": "100"})
+
+        @app.get("/tasks/metrics")
+        async def metrics():
+            return JSONResponse(PLAIN_METRICS)
 
         return app
 
@@ -141,6 +182,9 @@ class Plain:
 
     def status(self, task_id):
         return "success"
+
+    def check_list(self, response, rows):
+        return []
 
 
 class Ours:
@@ -358,7 +402,7 @@ class Profile:
         if self.args.profile:
             from pyinstrument import Profiler
 
-            self.profiler = Profiler(async_mode="enabled", interval=0.0005)
+            self.profiler = Profiler(async_mode="enabled", interval=0.001, use_timing_thread=True)
             self.profiler.start()
         return self
 
@@ -369,7 +413,10 @@ class Profile:
             out.mkdir(parents=True, exist_ok=True)
             variant = f"-{self.args.variant}" if self.args.variant else ""
             name = f"{self.args.scenario}-{self.args.impl}{variant}.txt"
-            (out / name).write_text(self.profiler.output_text(unicode=True, show_all=False))
+            tree = self.profiler.output_text(unicode=True, show_all=False)
+            flat = self.profiler.output_text(unicode=True, flat=True)
+            flat = "\n".join(flat.splitlines()[:60])
+            (out / name).write_text(tree + "\n\nFlat (self time), top 60:\n" + flat + "\n")
         return False
 
 
@@ -755,8 +802,8 @@ async def sc_endpoint(args, problems, which):
     import httpx
 
     rows = args.rows
-    tmp, db = copy_db(args.db)
-    impl = IMPLS[args.impl](snapshot_db=str(db))
+    tmp, db = copy_db(args.db) if args.db else (Path(tempfile.mkdtemp(prefix="tfbench-")), None)
+    impl = IMPLS[args.impl](**({"snapshot_db": str(db)} if db else {}))
     for func in (noop_async, boom):
         impl.register(func)
     app = impl.build_app(noop_async)
@@ -794,7 +841,7 @@ async def sc_endpoint(args, problems, which):
     if first.status_code == 200:
         if which == "list":
             problems.extend(impl.check_list(first, rows))
-        else:
+        elif impl.tracked:
             body = first.json()
             if body.get("total") != rows:
                 problems.append(f"metrics total {body.get('total')!r} != {rows}")
