@@ -31,16 +31,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def wait_for():
-    """Return `wait(task_manager, task_id)`: poll until the task has finished, return its record."""
+    """Return `wait(task_manager, task_id, until=FINISHED)`: poll until the task's status is in
+    `until`, and return the task as a dict."""
 
-    def wait(task_manager, task_id: str, timeout: float = 10.0):
+    def wait(task_manager, task_id: str, until=FINISHED, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             record = task_manager.get(task_id)
-            if record is not None and record.to_dict()["status"] in FINISHED:
+            if record is not None and record.to_dict()["status"] in until:
                 return record.to_dict()
-            time.sleep(0.02)
-        raise AssertionError(f"task {task_id} did not finish within {timeout} s")
+            time.sleep(0.01)
+        raise AssertionError(f"task {task_id} did not reach {sorted(until)} within {timeout} s")
 
     return wait
 

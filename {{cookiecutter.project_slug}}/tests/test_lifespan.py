@@ -2,7 +2,6 @@
 
 import asyncio
 import sqlite3
-import time
 
 from fastapi.testclient import TestClient
 
@@ -61,10 +60,7 @@ async def slow_write(detail: str) -> None:
 def test_a_task_running_at_shutdown_finishes_before_the_database_closes(wait_for):
     with TestClient(lifespan.app):
         task_id = task_manager.add_task(slow_write, "in flight")
-        deadline = time.monotonic() + 5
-        while task_manager.get(task_id).to_dict()["status"] != "running":
-            assert time.monotonic() < deadline, "the task never started"
-            time.sleep(0.01)
+        wait_for(task_manager, task_id, until={"running"})
     # Leaving the block ran the lifespan's shutdown half while the task was mid-sleep.
     assert wait_for(task_manager, task_id)["status"] == "success"
     assert rows("slow") == ["in flight"]

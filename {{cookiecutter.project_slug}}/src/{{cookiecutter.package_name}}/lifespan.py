@@ -5,7 +5,7 @@ tasks must start after it is open and stop before it closes. Call nothing else t
 init_app() register their own lifespan hooks. (A second startup() would only log a warning and do
 nothing, but the order you wrote here would no longer be the order that runs.)
 
-Run: uvicorn <package>.lifespan:app --port 8002
+Run: uvicorn {{ cookiecutter.package_name }}.lifespan:app --port 8002
 """
 
 from collections.abc import AsyncIterator

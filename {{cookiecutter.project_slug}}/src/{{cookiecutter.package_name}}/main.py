@@ -5,7 +5,7 @@ behind a login, and ties task_manager.startup()/shutdown() to the app's lifespan
 auto_install=True, routes keep the plain `BackgroundTasks` parameter they already use, and
 `add_task` returns the id of a tracked task.
 
-Run: uvicorn <package>.main:app, then open http://127.0.0.1:8000<DASHBOARD_PATH>/dashboard
+Run: uvicorn {{ cookiecutter.package_name }}.main:app, then open http://127.0.0.1:8000{{ cookiecutter.dashboard_path }}/dashboard
 """
 
 from fastapi import BackgroundTasks, FastAPI

@@ -5,7 +5,7 @@ retry endpoints, e.g. an internal service that other services call. `init_app` t
 task_manager.startup()/shutdown() to the app's lifespan and mounts nothing. It writes the same
 TASKS_DB as `main`, so main's dashboard shows these tasks too.
 
-Run: uvicorn <package>.worker:app --port 8001
+Run: uvicorn {{ cookiecutter.package_name }}.worker:app --port 8001
 """
 
 from typing import Annotated
