@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.main import app
 from {{ cookiecutter.package_name }}.settings import settings
-from {{ cookiecutter.package_name }}.tasks import task_manager
+from {{ cookiecutter.package_name }}.tasks import send_welcome_email, task_manager
 
 BASE = settings.dashboard_path
 
@@ -23,6 +23,14 @@ def log_in(client: TestClient, password: str = "test-password"):
         "csrf_token": html.unescape(re.search(r'value="([^"]*)"', field).group(1)),
     }
     return client.post(f"{BASE}/auth/login", data=data, follow_redirects=False)
+
+
+def test_the_app_starts_and_stops_the_task_manager(wait_for):
+    # Added outside a request before the app runs: it waits until TaskAdmin's startup.
+    task_id = task_manager.add_task(send_welcome_email, "early@example.com")
+    assert task_manager.get(task_id).to_dict()["status"] == "pending"
+    with TestClient(app):
+        assert wait_for(task_manager, task_id)["status"] == "success"
 
 
 def test_tasks_reach_their_outcomes(wait_for):
