@@ -41,7 +41,7 @@ async def build_report(account_id: int, period: str = "month") -> None:
     """Async task: runs on the event loop, so it must await, never block.
 
     `task_log` lines show up in the dashboard's detail view; the tags given at enqueue time
-    (e.g. {"account": "42"}) are readable here and filterable in the dashboard.
+    (e.g. {"account": "42"}) are readable here and shown next to the task in the dashboard.
     """
     context = get_task_context()
     task_log("collecting rows", account_id=account_id, period=period, tags=context.tags)
