@@ -46,6 +46,7 @@ import sqlite3
 import threading
 import time
 import traceback
+import typing
 import urllib.parse
 import uuid
 from array import array
@@ -68,7 +69,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 __version__ = "0.1.0"
 
@@ -378,7 +379,9 @@ class _Store:
         self.records: dict[str, TaskRecord] = {}
         self.finished: deque[str] = deque()
         self.dirty: dict[str, TaskRecord] = {}  # changed since the last database write
-        self.idempotency: dict[str, str] = {}
+        self.idempotency: dict[str, str] = {}  # key -> id of a task in memory
+        # key -> (id, final status) of tasks that left memory but stay in the database
+        self.idempotency_gone: dict[str, tuple[str, TaskStatus]] = {}
         self.keep_evicted_counts = False  # True with a database: evicted rows stay queryable
         self.track_dirty = False  # True with a database: changed records wait to be written
         self.seq = 0
@@ -414,9 +417,11 @@ class _Store:
         for event in self.watchers:
             event.set()
 
-    def add(self, record: TaskRecord) -> None:
+    def add(self, record: TaskRecord, *, counted: bool = False) -> None:
+        """Take in a record; ``counted`` when the database's counters already include it."""
         self.records[record.task_id] = record
-        self.func(record.func_name).counts[record.status] += 1
+        if not counted:
+            self.func(record.func_name).counts[record.status] += 1
         if record.idempotency_key:
             self.idempotency[record.idempotency_key] = record.task_id
         if record.status in _FINAL:
@@ -456,13 +461,22 @@ class _Store:
         record = self.records.pop(task_id, None)
         if record is None:
             return None
-        # An evicted record stays counted, and keeps its idempotency key, only while a
-        # database can still answer for it.
+        key = record.idempotency_key
+        if key and self.idempotency.get(key) == task_id:
+            del self.idempotency[key]
+            if evicted and self.keep_evicted_counts:
+                self.remember_key(key, task_id, record.status)
+        # An evicted record stays counted while a database can still answer for it.
         if not (evicted and self.keep_evicted_counts):
-            if record.idempotency_key and self.idempotency.get(record.idempotency_key) == task_id:
-                del self.idempotency[record.idempotency_key]
             self.func(record.func_name).counts[record.status] -= 1
         return record
+
+    def remember_key(self, key: str, task_id: str, status: TaskStatus) -> None:
+        gone = self.idempotency_gone
+        gone.pop(key, None)
+        gone[key] = (task_id, status)
+        if len(gone) > 100_000:  # bounded: the oldest keys are forgotten first
+            del gone[next(iter(gone))]
 
     def metrics(self) -> dict[str, Any]:
         minute = int(time.time() // 60)
@@ -624,6 +638,10 @@ _SCHEMA = [
         task_id TEXT,
         detail TEXT
     )""",
+    """CREATE TABLE IF NOT EXISTS revoked_sessions (
+        session_id TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS instances (
         owner TEXT PRIMARY KEY,
         host TEXT NOT NULL,
@@ -771,9 +789,9 @@ class _Database:
         try:
             self.conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=30.0)
             await self.conn.execute("PRAGMA busy_timeout = 30000")
+            await self._prepare_schema()  # refuses a foreign file before anything is changed
             await self.conn.execute("PRAGMA journal_mode = WAL")
             await self.conn.execute("PRAGMA synchronous = NORMAL")
-            await self._prepare_schema()
         except TaskflowDatabaseError:
             await self.close()
             raise
@@ -982,6 +1000,21 @@ class _Database:
             (limit,),
         ) as cur:
             return list(await cur.fetchall())
+
+    async def revoke(self, session_id: str, until: float) -> None:
+        assert self.conn is not None
+        await self.conn.execute("DELETE FROM revoked_sessions WHERE until < ?", (time.time(),))
+        await self.conn.execute(
+            "INSERT OR REPLACE INTO revoked_sessions (session_id, until) VALUES (?, ?)",
+            (session_id, until),
+        )
+
+    async def is_revoked(self, session_id: str) -> bool:
+        value = await self._scalar(
+            "SELECT 1 FROM revoked_sessions WHERE session_id = ? AND until >= ?",
+            (session_id, time.time()),
+        )
+        return value is not None
 
     async def add_audit(self, entry: dict[str, Any]) -> None:
         assert self.conn is not None
@@ -1638,19 +1671,20 @@ class TaskManager:
         return job, record.task_id
 
     def _by_idempotency(self, key: str) -> str | None:
-        task_id = self._store.idempotency.get(key)
-        if task_id is None:
+        store = self._store
+        task_id = store.idempotency.get(key)
+        record = store.records.get(task_id) if task_id is not None else None
+        if record is not None:
+            task_id, status = record.task_id, record.status
+        elif key in store.idempotency_gone:
+            task_id, status = store.idempotency_gone[key]
+        else:
             return None
-        record = self._store.records.get(task_id)
-        status = record.status if record is not None else self._evicted_status.get(key)
+        # A failed, cancelled or interrupted task frees its key: a client that retries a
+        # request whose tasks were cancelled (because the request failed) must get new ones.
         if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED):
-            return None  # a task that did not succeed may be submitted again
+            return None
         return task_id
-
-    @property
-    def _evicted_status(self) -> dict[str, TaskStatus]:
-        # Keys loaded from the database at startup remember their status here.
-        return self.__dict__.setdefault("_idem_status", {})
 
     def _release(self, job: _Job) -> None:
         """Start a task whose request has answered (or that was added directly)."""
@@ -1735,12 +1769,12 @@ class TaskManager:
                             raise
                         return
                     continue
-                stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                stack = _capped_traceback(exc)
                 self._finish(
                     job,
                     TaskStatus.FAILED,
                     error=message[:_MAX_ERROR],
-                    stacktrace=stack[-_MAX_TRACEBACK:],
+                    stacktrace=stack,
                 )
                 return
             else:
@@ -1926,8 +1960,12 @@ class TaskManager:
         key = sort.lstrip("-")
         if key not in _SORTS:
             raise ValueError(f"sort must be one of {sorted(_SORTS)} (prefix - for descending)")
+        # Bounds widen by a microsecond: records expose created_at at microsecond
+        # precision, and a record's own created_at must match it.
         lo = _timestamp("since", since)
         hi = _timestamp("until", until)
+        lo = lo - 1e-6 if lo is not None else None
+        hi = hi + 1e-6 if hi is not None else None
         if self._db is not None and self._db.conn is not None:
             await self.flush()
             clauses, params = [], []
@@ -2068,6 +2106,16 @@ class TaskManager:
             for e in entries
         ]
 
+    async def _revoke(self, session_id: str, until: float) -> None:
+        if self._db is not None and self._db.conn is not None and self._write_lock is not None:
+            async with self._write_lock:
+                await self._db.revoke(session_id, until)
+
+    async def _is_revoked(self, session_id: str) -> bool:
+        if self._db is None or self._db.conn is None:
+            return False
+        return await self._db.is_revoked(session_id)
+
     # -- persistence -------------------------------------------------------------
 
     async def flush(self) -> int:
@@ -2125,7 +2173,7 @@ class TaskManager:
             func, config = self._registry[record.func_name]
             was_running = record.status is TaskStatus.RUNNING
             record.durable = True
-            self._store.add(record)
+            self._store.add(record, counted=True)  # the file counted it
             rerun = (
                 record.requeue
                 and self.requeue_pending
@@ -2198,12 +2246,11 @@ class TaskManager:
 
     async def _load_idempotency(self) -> None:
         assert self._db is not None
-        statuses = self._evicted_status
         for key, task_id, status in reversed(
             await self._db.recent_idempotency_keys(max(1000, self.max_history))
         ):
-            self._store.idempotency.setdefault(key, task_id)
-            statuses[key] = TaskStatus(status)
+            if key not in self._store.idempotency:
+                self._store.remember_key(key, task_id, TaskStatus(status))
 
     async def _interrupt_orphans(self) -> None:
         """Without requeue_pending, dead processes' unfinished rows become interrupted."""
@@ -2214,7 +2261,7 @@ class TaskManager:
             )
         for record in records:
             record.requeue = False
-            self._store.add(record)
+            self._store.add(record, counted=True)
             job = _Job(record, _noop, TaskConfig(record.func_name), contextvars.copy_context())
             self._jobs[record.task_id] = job
             self._finish(
@@ -2319,6 +2366,7 @@ class TaskManager:
         @asynccontextmanager
         async def lifespan(app_: Any) -> Any:
             async with inner(app_) as state:
+                _refuse_unbound_annotations(app)
                 started_here = not manager._started  # a manual lifespan may have started it
                 if started_here:
                     await manager.startup()
@@ -2346,6 +2394,49 @@ class TaskManager:
         _fastapi_dependency_utils.BackgroundTasks = _plain_background_tasks  # type: ignore[misc]
         app.add_middleware(_InstallMiddleware, manager=self)
         app.state.taskflow_installed = self
+
+
+def _refuse_unbound_annotations(app: FastAPI) -> None:
+    """Fail at startup, not silently per request, when ``ManagedBackgroundTasks`` cannot work.
+
+    Without ``install(app)`` FastAPI hands such a parameter its own ``BackgroundTasks``,
+    whose ``add_task`` returns None and tracks nothing.
+    """
+    if getattr(app.state, "taskflow_installed", None) is not None:
+        return
+    found = []
+    for route in app.routes:
+        pending = [getattr(route, "dependant", None)]
+        while pending:
+            dependant = pending.pop()
+            if dependant is None:
+                continue
+            pending.extend(dependant.dependencies)
+            name = dependant.background_tasks_param_name
+            if not name or dependant.call is None:
+                continue
+            try:
+                annotation = typing.get_type_hints(dependant.call).get(name)
+            except Exception:  # unresolvable hints: FastAPI would have failed already
+                annotation = None
+            if isinstance(annotation, type) and issubclass(annotation, ManagedBackgroundTasks):
+                found.append(f"{getattr(route, 'path', '?')} ({name})")
+    if found:
+        raise RuntimeError(
+            "these routes declare a ManagedBackgroundTasks parameter, which needs "
+            "task_manager.install(app) or TaskAdmin(..., auto_install=True): "
+            + ", ".join(found)
+            + "; or use Depends(task_manager.get_tasks)"
+        )
+
+
+def _capped_traceback(exc: BaseException) -> str:
+    """The formatted traceback, at most _MAX_TRACEBACK characters: its head and its tail."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(text) <= _MAX_TRACEBACK:
+        return text
+    half = _MAX_TRACEBACK // 2
+    return f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
 
 
 def _noop() -> None:
@@ -2654,42 +2745,55 @@ class _Admin:
 
     # -- sessions ------------------------------------------------------------
 
-    def session(self, request: Request) -> dict[str, Any] | None:
-        """The valid session of this request, or None."""
+    async def session(self, request: Request) -> dict[str, Any] | None:
+        """The valid session of this request, or None.
+
+        Signature and age are checked by itsdangerous; revocation (logout) is checked
+        in memory and, with ``snapshot_db``, in the database, so a logout holds in
+        every worker sharing the file and across restarts.
+        """
+        if "taskflow.session" in request.scope:
+            return request.scope["taskflow.session"]  # type: ignore[no-any-return]
+        data = None
         cookie = request.cookies.get(_SESSION_COOKIE)
-        if not cookie:
-            return None
-        try:
-            data = self.sessions.loads(cookie, max_age=self.token_expiry)
-        except (BadSignature, SignatureExpired, ValueError):
-            return None
-        if not isinstance(data, dict) or data.get("sid") in self.revoked:
-            return None
+        if cookie:
+            try:
+                data = self.sessions.loads(cookie, max_age=self.token_expiry)
+            except (BadSignature, SignatureExpired, ValueError):
+                data = None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("sid"), str)
+            or data["sid"] in self.revoked
+            or await self.manager._is_revoked(data["sid"])
+        ):
+            data = None
+        request.scope["taskflow.session"] = data
         return data
 
-    def user(self, request: Request) -> str:
+    async def user(self, request: Request) -> str:
         """Dependency: the logged-in user (``anonymous`` without auth), or 401."""
         if self.backend is None:
             return "anonymous"
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             raise HTTPException(401, "Unauthorized", headers={"Cache-Control": "no-store"})
         return str(session["u"])
 
-    def guard_write(self, request: Request) -> str:
+    async def guard_write(self, request: Request) -> str:
         """Dependency for state-changing routes: cross-site check, CSRF token, then user."""
         if not _same_site(request):
             raise HTTPException(403, "cross-site request refused")
-        user = self.user(request)
+        user = await self.user(request)
         if self.backend is not None and _from_browser(request):
-            session = self.session(request) or {}
+            session = await self.session(request) or {}
             token = request.headers.get("x-csrf-token", "")
             if not hmac.compare_digest(token.encode(), str(session.get("csrf", "")).encode()):
                 raise HTTPException(403, "missing or wrong CSRF token")
         return user
 
-    def csrf_for(self, request: Request) -> str:
-        session = self.session(request)
+    async def csrf_for(self, request: Request) -> str:
+        session = await self.session(request)
         return str(session["csrf"]) if session else ""
 
     def base(self, request: Request) -> str:
@@ -2703,8 +2807,9 @@ class _Admin:
         write = Depends(self.guard_write)
         manager = self.manager
 
-        @router.get("", response_model=list[TaskOut], dependencies=read,
-                    summary="List tasks, newest first")  # fmt: skip
+        @router.get(
+            "", response_model=list[TaskOut], dependencies=read, summary="List tasks, newest first"
+        )
         async def list_tasks(
             request: Request,
             status: list[TaskStatus] | None = Query(None, description="repeatable"),
@@ -2718,11 +2823,18 @@ class _Admin:
                 "-created_at",
                 pattern=r"^-?(created_at|start_time|end_time|"
                 r"duration|func_name|status)$",
-            ),  # fmt: skip
+            ),
         ) -> Response:
-            records, total = await manager.query(status=status, func_name=func_name, q=q,
-                                                 since=since, until=until, limit=limit,
-                                                 offset=offset, sort=sort)  # fmt: skip
+            records, total = await manager.query(
+                status=status,
+                func_name=func_name,
+                q=q,
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+                sort=sort,
+            )
             headers = {"X-Total-Count": str(total)}
             if offset + limit < total:
                 url = request.url.include_query_params(offset=offset + limit, limit=limit)
@@ -2734,20 +2846,27 @@ class _Admin:
         async def metrics() -> dict[str, Any]:
             return manager.metrics()
 
-        @router.get("/metrics/prometheus", dependencies=read, response_class=PlainTextResponse,
-                    summary="Metrics in the Prometheus text format")  # fmt: skip
+        @router.get(
+            "/metrics/prometheus",
+            dependencies=read,
+            response_class=PlainTextResponse,
+            summary="Metrics in the Prometheus text format",
+        )
         async def prometheus() -> PlainTextResponse:
-            return PlainTextResponse(_prometheus(manager.metrics()),
-                                     media_type="text/plain; version=0.0.4")  # fmt: skip
+            return PlainTextResponse(
+                _prometheus(manager.metrics()), media_type="text/plain; version=0.0.4"
+            )
 
         @router.get("/health", dependencies=read, summary="200 when healthy, 503 when not")
         async def health() -> Response:
             now = time.time()
             stuck = [
-                j.record.task_id for j in list(manager._jobs.values())
-                if j.record.status is TaskStatus.RUNNING and j.record.started
+                j.record.task_id
+                for j in list(manager._jobs.values())
+                if j.record.status is TaskStatus.RUNNING
+                and j.record.started
                 and now - j.record.started > (j.config.timeout or 3600) * 2
-            ]  # fmt: skip
+            ]
             recent = manager.metrics()["per_minute"][-15:]
             done = sum(m["success"] + m["failed"] for m in recent)
             failed = sum(m["failed"] for m in recent)
@@ -2759,25 +2878,42 @@ class _Admin:
                 problems.append(f"{rate:.0%} of tasks failed in the last 15 minutes")
             if not manager._started:
                 problems.append("task manager is not running")
-            body = {"status": "degraded" if problems else "ok", "problems": problems,
-                    "stuck_task_ids": stuck[:20], "failure_rate_15m": round(rate, 4),
-                    "finished_15m": done}  # fmt: skip
+            body = {
+                "status": "degraded" if problems else "ok",
+                "problems": problems,
+                "stuck_task_ids": stuck[:20],
+                "failure_rate_15m": round(rate, 4),
+                "finished_15m": done,
+            }
             return _json(body, 503 if problems else 200)
 
-        @router.get("/audit", response_model=list[AuditOut], dependencies=read,
-                    summary="Who did what, newest first")  # fmt: skip
-        async def audit(limit: int = Query(100, ge=1, le=1000),
-                        offset: int = Query(0, ge=0, le=10**9)) -> Any:  # fmt: skip
+        @router.get(
+            "/audit",
+            response_model=list[AuditOut],
+            dependencies=read,
+            summary="Who did what, newest first",
+        )
+        async def audit(
+            limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)
+        ) -> Any:
             return await manager.audit_log(limit, offset)
 
         @router.get("/functions", dependencies=read, summary="Registered task functions")
         async def functions() -> list[dict[str, Any]]:
             return [
-                {"name": c.name, "retries": c.retries, "delay": c.delay, "backoff": c.backoff,
-                 "persist": c.persist, "requeue_on_interrupt": c.requeue_on_interrupt,
-                 "timeout": c.timeout, "jitter": c.jitter, "max_delay": c.max_delay}
+                {
+                    "name": c.name,
+                    "retries": c.retries,
+                    "delay": c.delay,
+                    "backoff": c.backoff,
+                    "persist": c.persist,
+                    "requeue_on_interrupt": c.requeue_on_interrupt,
+                    "timeout": c.timeout,
+                    "jitter": c.jitter,
+                    "max_delay": c.max_delay,
+                }
                 for _, c in sorted(manager._registry.values(), key=lambda fc: fc[1].name)
-            ]  # fmt: skip
+            ]
 
         @router.get("/export.csv", dependencies=read, summary="Tasks matching filters, as CSV")
         async def export(
@@ -2788,30 +2924,78 @@ class _Admin:
             until: datetime | None = None,
             limit: int = Query(10_000, ge=1, le=100_000),
         ) -> Response:
-            records, _ = await manager.query(status=status, func_name=func_name, q=q,
-                                             since=since, until=until, limit=limit)  # fmt: skip
+            records, _ = await manager.query(
+                status=status, func_name=func_name, q=q, since=since, until=until, limit=limit
+            )
             out = io.StringIO()
             writer = csv.writer(out)
-            writer.writerow(["task_id", "func_name", "status", "created_at", "start_time",
-                             "end_time", "duration", "retries_used", "error"])  # fmt: skip
+            writer.writerow(
+                [
+                    "task_id",
+                    "func_name",
+                    "status",
+                    "created_at",
+                    "start_time",
+                    "end_time",
+                    "duration",
+                    "retries_used",
+                    "error",
+                ]
+            )
             for r in records:
-                writer.writerow([r.task_id, _csv_safe(r.func_name), r.status.value,
-                                 _iso(r.created), _iso(r.started), _iso(r.ended), r.duration,
-                                 r.retries_used, _csv_safe(r.error or "")])  # fmt: skip
+                writer.writerow(
+                    [
+                        r.task_id,
+                        _csv_safe(r.func_name),
+                        r.status.value,
+                        _iso(r.created),
+                        _iso(r.started),
+                        _iso(r.ended),
+                        r.duration,
+                        r.retries_used,
+                        _csv_safe(r.error or ""),
+                    ]
+                )
             stamp = datetime.now(_UTC).strftime("%Y%m%d-%H%M%S")
-            return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
-                "Content-Disposition": f'attachment; filename="tasks-{stamp}.csv"'})  # fmt: skip
+            return Response(
+                out.getvalue(),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="tasks-{stamp}.csv"'},
+            )
 
-        @router.post("/bulk-retry", response_model=BulkRetryOut, summary="Replay chosen tasks")
-        async def bulk_retry(body: BulkRetryIn, user: str = write) -> Any:
+        # The body is parsed here rather than by FastAPI: its default error handler answers
+        # 500 when a body that is not UTF-8 fails validation.
+        body_schema = {
+            "content": {"application/json": {"schema": BulkRetryIn.model_json_schema()}},
+            "required": True,
+        }
+
+        @router.post(
+            "/bulk-retry",
+            response_model=BulkRetryOut,
+            summary="Replay chosen tasks",
+            openapi_extra={"requestBody": body_schema},
+        )
+        async def bulk_retry(request: Request, user: str = write) -> Any:
+            body = await _read_json(request, BulkRetryIn)
             result = await self.replay(dict.fromkeys(body.task_ids))
-            await manager.audit(user, "bulk_retry", None, {
-                "dispatched": result["dispatched"], "skipped": result["skipped"],
-                "task_ids": body.task_ids[:20]})  # fmt: skip
+            await manager.audit(
+                user,
+                "bulk_retry",
+                None,
+                {
+                    "dispatched": result["dispatched"],
+                    "skipped": result["skipped"],
+                    "task_ids": body.task_ids[:20],
+                },
+            )
             return result
 
-        @router.post("/retry-failed", response_model=BulkRetryOut,
-                     summary="Replay failed tasks created within a window")  # fmt: skip
+        @router.post(
+            "/retry-failed",
+            response_model=BulkRetryOut,
+            summary="Replay failed tasks created within a window",
+        )
         async def retry_failed(
             since: str = Query("6h", max_length=10),
             func_name: str | None = Query(None, max_length=500),
@@ -2819,16 +3003,31 @@ class _Admin:
         ) -> Any:
             window = _parse_since(since)
             start = datetime.now(_UTC) - window if window is not None else None
-            records, _ = await manager.query(status=["failed", "interrupted"], func_name=func_name,
-                                             since=start, limit=_MAX_REPLAY)  # fmt: skip
+            records, _ = await manager.query(
+                status=["failed", "interrupted"],
+                func_name=func_name,
+                since=start,
+                limit=_MAX_REPLAY,
+            )
             result = await self.replay([r.task_id for r in records])
-            await manager.audit(user, "retry_failed", None, {
-                "since": since, "func_name": func_name, "dispatched": result["dispatched"],
-                "skipped": result["skipped"]})  # fmt: skip
+            await manager.audit(
+                user,
+                "retry_failed",
+                None,
+                {
+                    "since": since,
+                    "func_name": func_name,
+                    "dispatched": result["dispatched"],
+                    "skipped": result["skipped"],
+                },
+            )
             return result
 
-        @router.delete("/history", response_model=DeletedOut,
-                       summary="Delete finished tasks older than a window")  # fmt: skip
+        @router.delete(
+            "/history",
+            response_model=DeletedOut,
+            summary="Delete finished tasks older than a window",
+        )
         async def delete_history(
             value: int = Query(..., ge=1, le=1_000_000),
             unit: Literal["min", "hour", "day"] = Query(...),
@@ -2838,12 +3037,17 @@ class _Admin:
             if seconds > 100 * 365 * 86400:
                 raise HTTPException(422, "window too large: at most 100 years")
             deleted = await manager.prune(older_than=timedelta(seconds=seconds))
-            await manager.audit(user, "delete_history", None,
-                                {"value": value, "unit": unit, "deleted": deleted})  # fmt: skip
+            await manager.audit(
+                user, "delete_history", None, {"value": value, "unit": unit, "deleted": deleted}
+            )
             return {"deleted": deleted}
 
-        @router.get("/{task_id}", response_model=TaskOut, dependencies=read,
-                    summary="One task, with logs and traceback")  # fmt: skip
+        @router.get(
+            "/{task_id}",
+            response_model=TaskOut,
+            dependencies=read,
+            summary="One task, with logs and traceback",
+        )
         async def get_task(task_id: str = FastAPIPath(..., max_length=100)) -> Response:
             record = await manager.fetch(task_id)
             if record is None:
@@ -2851,8 +3055,9 @@ class _Admin:
             return _json(record.to_dict(include_args=self.display_func_args))
 
         @router.post("/{task_id}/cancel", response_model=TaskOut, summary="Cancel a task")
-        async def cancel(task_id: str = FastAPIPath(..., max_length=100),
-                         user: str = write) -> Response:  # fmt: skip
+        async def cancel(
+            task_id: str = FastAPIPath(..., max_length=100), user: str = write
+        ) -> Response:
             try:
                 record = manager.cancel(task_id)
             except TaskNotFound:
@@ -2865,14 +3070,16 @@ class _Admin:
             return _json(record.to_dict(include_args=self.display_func_args))
 
         @router.post("/{task_id}/retry", response_model=RetryOut, summary="Run a task again")
-        async def retry(task_id: str = FastAPIPath(..., max_length=100),
-                        user: str = write) -> Any:  # fmt: skip
+        async def retry(task_id: str = FastAPIPath(..., max_length=100), user: str = write) -> Any:
             record = await manager.fetch(task_id)
             if record is None:
                 raise HTTPException(404, "Task not found")
             if record.status not in (TaskStatus.FAILED, TaskStatus.INTERRUPTED):
-                raise HTTPException(409, "only failed or interrupted tasks can be retried; "
-                                         f"this one is {record.status.value}")  # fmt: skip
+                raise HTTPException(
+                    409,
+                    "only failed or interrupted tasks can be retried; "
+                    f"this one is {record.status.value}",
+                )
             try:
                 new_id = await manager.retry(task_id)
             except TaskStateError as exc:
@@ -2908,13 +3115,17 @@ class _Admin:
         @router.get("/dashboard")
         async def dashboard(request: Request) -> Response:
             base = self.base(request)
-            if self.backend is not None and self.session(request) is None:
+            if self.backend is not None and await self.session(request) is None:
                 target = urllib.parse.quote(request.url.path, safe="/")
                 return RedirectResponse(f"{base}/auth/login?next={target}", 303)
             html = self.templates.get_template("dashboard.html").render(
-                title=self.title, base=base, csrf_token=self.csrf_for(request),
-                show_args=self.display_func_args, auth_enabled=self.backend is not None,
-                asset_version=self.asset_version)  # fmt: skip
+                title=self.title,
+                base=base,
+                csrf_token=await self.csrf_for(request),
+                show_args=self.display_func_args,
+                auth_enabled=self.backend is not None,
+                asset_version=self.asset_version,
+            )
             return self.page(html)
 
         @router.get("/dashboard/static/{name}")
@@ -2923,14 +3134,20 @@ class _Admin:
             if name not in assets:
                 raise HTTPException(404, "Not found")
             body, media = assets[name]
-            return Response(body, media_type=f"{media}; charset=utf-8", headers={
-                **_PAGE_HEADERS, "Cache-Control": "public, max-age=86400"})  # fmt: skip
+            return Response(
+                body,
+                media_type=f"{media}; charset=utf-8",
+                headers={**_PAGE_HEADERS, "Cache-Control": "public, max-age=86400"},
+            )
 
         @router.get("/dashboard/stream")
         async def stream(request: Request, user: str = Depends(self.user)) -> Response:
             last = request.headers.get("last-event-id", "")
-            return StreamingResponse(self.events(last), media_type="text/event-stream", headers={
-                "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+            return StreamingResponse(
+                self.events(last),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
 
         return router
 
@@ -2950,22 +3167,25 @@ class _Admin:
                 else:
                     seen = resume
             yield _sse("metrics", manager.metrics())
-            metrics_at = time.monotonic()
-            beat_at = time.monotonic()
+            metrics_at = beat_at = time.monotonic()
+            metrics_due = False
             # Streams end after a minute and the browser reconnects with Last-Event-ID: a
             # server's graceful shutdown waits for open responses, so none may be endless.
             ends_at = time.monotonic() + 60
             while time.monotonic() < ends_at and not manager._closing:
+                # Sleep until a change, or until throttled metrics are due, or a heartbeat.
+                timeout = max(0.05, 1.0 - (time.monotonic() - metrics_at)) if metrics_due else 1.0
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                    await asyncio.wait_for(wake.wait(), timeout=timeout)
                 wake.clear()
                 now = time.monotonic()
                 if manager._db is not None and now - manager._last_refresh >= self.poll_interval:
-                    before = manager.metrics()
+                    before = _counts(manager.metrics())
                     manager._last_refresh = now
                     await manager.refresh()
-                    if _counts(manager.metrics()) != _counts(before):
+                    if _counts(manager.metrics()) != before:
                         yield _sse("refresh", {}, store.seq)
+                        metrics_due = True
                 if store.seq != seen:
                     changed = list(dict.fromkeys(i for s, i in store.changes if s > seen))
                     seen = store.seq
@@ -2977,10 +3197,13 @@ class _Admin:
                             if record is not None:
                                 yield _sse("task", record.to_dict(brief=True), seen)
                     beat_at = now
-                    if now - metrics_at >= 1.0:
-                        metrics_at = now
-                        yield _sse("metrics", manager.metrics())
+                    metrics_due = True
                     await asyncio.sleep(0.25)  # coalesce bursts: at most ~4 batches a second
+                    now = time.monotonic()
+                if metrics_due and now - metrics_at >= 1.0:
+                    metrics_at = beat_at = now
+                    metrics_due = False
+                    yield _sse("metrics", manager.metrics())
                 elif now - beat_at >= 15.0:
                     beat_at = now
                     yield ": ping\n\n"
@@ -3007,39 +3230,49 @@ class _Admin:
                 try:
                     self.forms.loads(form.get("csrf_token", ""), max_age=3600)
                 except (BadSignature, SignatureExpired):
-                    return self.login_form(request, target, "The form expired; please try again.",
-                                           username, 403)  # fmt: skip
+                    return self.login_form(
+                        request, target, "The form expired; please try again.", username, 403
+                    )
             client = request.client.host if request.client else "?"
             keys = [f"user:{username.casefold()}", f"client:{client}"]
             wait = self.throttle.retry_after(keys)
             if wait:
-                response = self.login_form(request, target,
-                                           "Too many failed attempts; try again later.",
-                                           username, 429)  # fmt: skip
+                response = self.login_form(
+                    request, target, "Too many failed attempts; try again later.", username, 429
+                )
                 response.headers["Retry-After"] = str(wait)
                 return response
             if not username or not password or not await self.check(username, password):
                 self.throttle.fail(keys)
-                return self.login_form(request, target, "Invalid username or password.",
-                                       username, 401)  # fmt: skip
+                return self.login_form(
+                    request, target, "Invalid username or password.", username, 401
+                )
             sid = secrets.token_urlsafe(16)
-            cookie = self.sessions.dumps({"u": username, "sid": sid,
-                                          "csrf": secrets.token_urlsafe(24)})  # fmt: skip
+            cookie = self.sessions.dumps(
+                {"u": username, "sid": sid, "csrf": secrets.token_urlsafe(24)}
+            )
             base = self.base(request)
             response = RedirectResponse(_local_path(target, base + "/dashboard"), 303)
-            response.set_cookie(_SESSION_COOKIE, cookie, max_age=self.token_expiry, path="/",
-                                httponly=True, samesite="lax",
-                                secure=request.url.scheme == "https")  # fmt: skip
+            response.set_cookie(
+                _SESSION_COOKIE,
+                cookie,
+                max_age=self.token_expiry,
+                path="/",
+                httponly=True,
+                samesite="lax",
+                secure=request.url.scheme == "https",
+            )
             await self.manager.audit(username, "login")
             return response
 
         async def logout(request: Request) -> Response:
-            session = self.session(request)
+            session = await self.session(request)
             if session is not None:
-                self.revoked[session["sid"]] = time.time() + self.token_expiry
                 now = time.time()
                 for sid in [s for s, until in self.revoked.items() if until < now]:
                     del self.revoked[sid]
+                self.revoked[session["sid"]] = now + self.token_expiry
+                await self.manager._revoke(session["sid"], now + self.token_expiry)
                 await self.manager.audit(str(session["u"]), "logout")
             response = RedirectResponse(self.base(request) + "/auth/login", 303)
             response.delete_cookie(_SESSION_COOKIE, path="/", httponly=True, samesite="lax")
@@ -3061,13 +3294,24 @@ class _Admin:
             return bool(await method(username, password))
         return bool(await asyncio.to_thread(method, username, password))
 
-    def login_form(self, request: Request, target: str | None, error: str | None = None,
-                   username: str = "", status_code: int = 200) -> HTMLResponse:  # fmt: skip
+    def login_form(
+        self,
+        request: Request,
+        target: str | None,
+        error: str | None = None,
+        username: str = "",
+        status_code: int = 200,
+    ) -> HTMLResponse:
         base = self.base(request)
         html = self.templates.get_template("login.html").render(
-            title=self.title, base=base, csrf_token=self.forms.dumps("login"),
-            next=_local_path(target, base + "/dashboard"), error=error, username=username,
-            asset_version=self.asset_version)  # fmt: skip
+            title=self.title,
+            base=base,
+            csrf_token=self.forms.dumps("login"),
+            next=_local_path(target, base + "/dashboard"),
+            error=error,
+            username=username,
+            asset_version=self.asset_version,
+        )
         return self.page(html, status_code)
 
 
@@ -3086,6 +3330,25 @@ def _csv_safe(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+async def _read_json(request: Request, model: type[BaseModel]) -> Any:
+    """A JSON body validated by ``model``; 413/415/422 with a JSON detail otherwise."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise HTTPException(415, "expected an application/json body")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > 1024 * 1024:
+            raise HTTPException(413, "body too large")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = [
+            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
+        raise HTTPException(422, problems) from None
+
+
 async def _read_form(request: Request) -> dict[str, str] | Response:
     """Parse a urlencoded form with the standard library (no python-multipart needed)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -3097,8 +3360,9 @@ async def _read_form(request: Request) -> dict[str, str] | Response:
         if len(body) > 16 * 1024:
             return _json({"detail": "form too large"}, 413)
     try:
-        pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                                       max_num_fields=20)  # fmt: skip
+        pairs = urllib.parse.parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=20
+        )
     except (UnicodeDecodeError, ValueError):
         return _json({"detail": "malformed form"}, 400)
     return dict(pairs)
@@ -3169,14 +3433,25 @@ class TaskAdmin:
                 "when this process restarts and do not work across worker processes"
             )
         if backend is None:
-            logger.warning("TaskAdmin: no auth configured; the task API and dashboard at %s are "
-                           "open to anyone who can reach this app", path)  # fmt: skip
+            logger.warning(
+                "TaskAdmin: no auth configured; the task API and dashboard at %s are "
+                "open to anyone who can reach this app",
+                path,
+            )
         if retention_days is not None:
             task_manager.retention_days = retention_days
         if auto_install:
             task_manager.install(app)
-        admin = _Admin(task_manager, path, backend, secret_key or secrets.token_hex(32),
-                       token_expiry, float(poll_interval), title, display_func_args)  # fmt: skip
+        admin = _Admin(
+            task_manager,
+            path,
+            backend,
+            secret_key or secrets.token_hex(32),
+            token_expiry,
+            float(poll_interval),
+            title,
+            display_func_args,
+        )
         if backend is not None:
             app.include_router(admin.auth_router())
         app.include_router(admin.dashboard_router())  # before the API's /{task_id}
