@@ -77,11 +77,6 @@ async def test_failure_keeps_error_and_a_size_capped_traceback(kind):
     assert len(record.stacktrace) < 64 * 1024  # 900 frames uncapped is well over 100 KB
 
 
-@pytest.mark.xfail(
-    reason="BUG-traceback-tail: the traceback cap keeps only the tail, so a long message "
-    "pushes out the exception type and every frame",
-    strict=True,
-)
 async def test_capped_traceback_of_a_huge_message_still_names_the_exception():
     tm = TaskManager()
 

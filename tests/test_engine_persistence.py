@@ -568,11 +568,6 @@ async def test_foreign_sqlite_database_fails_startup_with_a_message_naming_the_f
     assert scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'tasks'") == 0
 
 
-@pytest.mark.xfail(
-    reason="BUG-foreign-wal: PRAGMA journal_mode=WAL runs before the application_id check, "
-    "so a foreign SQLite file is switched to WAL (header rewritten) before being refused",
-    strict=True,
-)
 async def test_foreign_sqlite_database_is_not_modified(tmp_path: Path):
     db = tmp_path / "other-app.db"
     _foreign_sqlite(db)

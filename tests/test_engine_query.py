@@ -132,11 +132,6 @@ async def test_query_rejects_bad_arguments(make_manager):
             await tm.query(since="yesterday")
 
 
-@pytest.mark.xfail(
-    reason="BUG-since-precision: since/until compare full-precision float times with the "
-    "microsecond datetimes the records expose, so a record's own created_at can exclude it",
-    strict=True,
-)
 async def test_since_and_until_a_records_own_created_at_include_it(make_manager):
     tm = make_manager()
     async with started(tm):
@@ -339,11 +334,6 @@ async def test_memory_without_a_database_keeps_only_max_history_finished_records
         gate.set()
 
 
-@pytest.mark.xfail(
-    reason="BUG-metrics-double-count: tasks claimed at startup (requeue or interrupted) are "
-    "counted twice: once by load_stats from the file, once by _store.add",
-    strict=True,
-)
 async def test_metrics_after_a_requeueing_restart_count_each_task_once(tmp_path: Path):
     db = tmp_path / "tasks.db"
     gate = asyncio.Event()
