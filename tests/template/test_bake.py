@@ -61,7 +61,8 @@ def case(request, bake):
 
 
 def run(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(project / "src"))
+    # No bytecode: the bake stays exactly what cookiecutter wrote, whatever order tests run in.
+    env = dict(os.environ, PYTHONPATH=str(project / "src"), PYTHONDONTWRITEBYTECODE="1")
     return subprocess.run(
         [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True, timeout=240
     )
