@@ -15,8 +15,11 @@ $(STAMP): requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+# Browser tests run in their own pytest process: Playwright's sync API keeps an event
+# loop on the main thread, which the asyncio tests that would follow cannot share.
 test: $(STAMP) check-sync
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not browser"
+	$(PY) -m pytest -m browser
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
