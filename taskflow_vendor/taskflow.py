@@ -3159,7 +3159,7 @@ class _Admin:
         try:
             seen = store.seq
             yield "retry: 1000\n\n"
-            if last_event_id.isdigit():
+            if re.fullmatch(r"[0-9]{1,18}", last_event_id):  # ASCII digits that fit an int64
                 resume = int(last_event_id)
                 oldest = store.changes[0][0] if store.changes else store.seq + 1
                 if resume > store.seq or oldest > resume + 1:
