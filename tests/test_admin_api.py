@@ -927,6 +927,43 @@ def test_taskadmin_and_init_app_start_the_manager_once(caplog):
     assert not [r for r in caplog.records if "already running" in r.getMessage()]
 
 
+def test_two_admins_on_one_app_start_the_manager_once(caplog):
+    tm = TaskManager()
+    tm.task()(ok)
+    app = FastAPI()
+    TaskAdmin(app, tm, path="/tasks")
+    TaskAdmin(app, tm, path="/ops/tasks")
+    with caplog.at_level(logging.WARNING), TestClient(app) as client:
+        task_id = tm.add_task(ok)
+        wait_until(lambda: tm.get(task_id).status.value == "success")
+        assert client.get(f"/tasks/{task_id}").status_code == 200
+        assert client.get(f"/ops/tasks/{task_id}").status_code == 200
+    assert not [r for r in caplog.records if "already running" in r.getMessage()]
+
+
+def test_taskadmin_with_an_app_lifespan_that_starts_the_manager_itself(caplog):
+    tm = TaskManager()
+    tm.task()(ok)
+    order = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        order.append("app up")
+        await tm.startup()
+        yield
+        await tm.shutdown()
+        order.append("app down")
+
+    app = FastAPI(lifespan=lifespan)
+    TaskAdmin(app, tm)
+    with caplog.at_level(logging.WARNING), TestClient(app) as client:
+        task_id = tm.add_task(ok)
+        wait_until(lambda: tm.get(task_id).status.value == "success")
+        assert client.get("/tasks/health").status_code == 200
+    assert order == ["app up", "app down"]
+    assert not [r for r in caplog.records if "already running" in r.getMessage()]
+
+
 def test_openapi_has_the_taskflow_tag_and_typed_models(env):
     schema = env.c.get("/openapi.json").json()
     paths = schema["paths"]

@@ -459,6 +459,17 @@ def test_malformed_origin_or_referer_is_refused_not_500(env, headers):
     assert with_cookie(env, cookie).get("/tasks").status_code == 200
 
 
+def test_cross_site_writes_are_refused_without_auth_too(make):
+    env = make(auth=None)
+    task_id = run(env, boom)
+    for headers in CROSS_SITE:
+        r = env.c.post(f"/tasks/{task_id}/retry", headers=headers)
+        assert r.status_code == 403, headers
+    assert env.c.get("/tasks").headers["x-total-count"] == "1"
+    same = env.c.post(f"/tasks/{task_id}/retry", headers={"origin": SAME_ORIGIN})
+    assert same.status_code == 200  # no login, so no session token to check
+
+
 def test_non_browser_client_with_session_and_no_headers_is_allowed(env):
     task_id = run(env, boom)
     logged_in(env.c)
