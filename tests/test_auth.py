@@ -253,6 +253,25 @@ def test_open_redirect_is_refused(env, target):
     assert "evil" not in hidden(page.text, "next")
 
 
+def test_redirects_stay_under_a_parent_mount():
+    tm = TaskManager()
+    sub = FastAPI()
+    TaskAdmin(sub, tm, auth=("admin", "secret"), secret_key=SECRET)
+    parent = FastAPI()
+    parent.mount("/admin", sub)
+    c = TestClient(parent, follow_redirects=False)
+    r = c.get("/admin/tasks/dashboard")
+    assert r.status_code == 303
+    assert r.headers["location"] == "/admin/tasks/auth/login?next=/admin/tasks/dashboard"
+    r = login(c, next="/admin/tasks/dashboard", path="/admin/tasks")
+    assert r.headers["location"] == "/admin/tasks/dashboard"
+    page = c.get("/admin/tasks/dashboard").text
+    assert 'data-base="/admin/tasks"' in page
+    assert 'action="/admin/tasks/auth/logout"' in page
+    r = c.get("/admin/tasks/auth/logout")
+    assert r.headers["location"] == "/admin/tasks/auth/login"
+
+
 # --------------------------------------------------------------------------- expired / tampered
 
 
