@@ -9,6 +9,7 @@ test_dashboard.py runs the same steps into a temporary file, so this script keep
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import tempfile
@@ -85,4 +86,5 @@ def main(output: Path = OUTPUT) -> None:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TASKFLOW_DEMO_TITLE", "Orders service")
     main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else OUTPUT)
