@@ -708,6 +708,18 @@ def test_health_503_when_most_recent_tasks_fail(env):
     assert body["problems"]
 
 
+def test_health_503_names_a_stuck_task(env):
+    stuck = env.tm.add_task(hold, env.gate)
+    wait_status(env, stuck, "running")
+    assert env.c.get("/tasks/health").status_code == 200
+    env.tm.get(stuck).started -= 3 * 3600  # test data: "running" for three hours, no timeout
+    r = env.c.get("/tasks/health")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "degraded"
+    assert stuck in body["stuck_task_ids"]
+
+
 def test_health_503_when_manager_not_started():
     tm = TaskManager()
     app = FastAPI()
