@@ -91,19 +91,28 @@ SCENARIOS = [
     Scenario(
         "enqueue_async",
         "enqueue one async no-op task per request, in process (httpx ASGITransport)",
-        [Measure("req/s", "rps", targets=[Target("plain", ">=", 0.85), Target("peer", ">=", 1.3)])],
+        [
+            Measure(
+                "req/s", "rps", targets=[Target("plain", ">=", 0.85), Target("peer", ">=", 1.3)]
+            ),
+            Measure("req/CPU-s", "rps_cpu"),
+        ],
     ),
     Scenario(
         "enqueue_sync",
         "same, sync task (thread pool)",
-        [Measure("req/s", "rps", targets=[Target("plain", ">=", 0.85)])],
+        [
+            Measure("req/s", "rps", targets=[Target("plain", ">=", 0.85)]),
+            Measure("req/CPU-s", "rps_cpu"),
+        ],
     ),
     Scenario(
         "uvicorn_wrk",
-        "same under uvicorn on 127.0.0.1, wrk -t1 -c16 (POST)",
+        "same under uvicorn on 127.0.0.1, wrk -t1 -c16 -d5s (POST)",
         [
             Measure("req/s", "rps"),
             Measure("p99 ms", "p99_ms", targets=[Target("plain", "<=", 2.0)], fmt="{:,.1f}"),
+            Measure("req/server-CPU-s", "rps_cpu"),
         ],
     ),
     Scenario(
@@ -138,7 +147,7 @@ SCENARIOS = [
             ),
             Measure("MB growth total", "growth_total_mb", fmt="{:,.1f}"),
         ],
-        rounds_cap=2,
+        rounds_cap=1,  # RSS does not depend on the machine's load; the peer needs ~1 min
         timeout=240,
         notes={"peer": "has no max_history: keeps every record (its growth is reported)"},
     ),
@@ -193,6 +202,11 @@ SCENARIOS = [
                 "req/s 20 clients ÷ none",
                 derive=sse_ratio,
                 targets=[Target("abs", ">=", 0.9)],
+                fmt="{:,.2f}",
+            ),
+            Measure(
+                "req/server-CPU-s 20 ÷ none",
+                derive=lambda v: v["20"]["rps_cpu"] / v["none"]["rps_cpu"],
                 fmt="{:,.2f}",
             ),
             Measure("req/s, no clients", "rps", "none"),
@@ -511,6 +525,26 @@ def main(argv=None):
         f"peer fastapi-taskflow {peer_version or 'n/a'}, rounds {rounds}"
         f"{' (quick)' if args.quick else ''}, {elapsed:.0f} s"
     )
+    loads = [
+        res[k]
+        for runs in raw.values()
+        for rounds_ in runs.values()
+        for by_variant in rounds_
+        for res in by_variant.values()
+        for k in ("load_before", "load_after")
+        if res.get(k) is not None
+    ]
+    if loads:
+        busy = statistics.median(loads) - 1.0 > 0.5 * (os.cpu_count() or 1)
+        header += (
+            f"\nload average (1 min) around the runs: median {statistics.median(loads):.1f}, "
+            f"max {max(loads):.1f} on {os.cpu_count()} cores (each run itself adds ~1)"
+            + (
+                "; BUSY machine: wall-clock figures are noisy, see the CPU-time rows"
+                if busy
+                else ""
+            )
+        )
     print(header)
     print()
     print(text_table(all_rows))
