@@ -99,8 +99,9 @@ logger = logging.getLogger(__name__)
 
 _UTC = timezone.utc
 _MAX_LOG_LINES = 1000  # per task; older lines are dropped first
-_MAX_TRACEBACK = 16 * 1024  # characters kept from the end of a traceback
+_MAX_TRACEBACK = 16 * 1024  # characters kept of a traceback (its head and its tail)
 _MAX_ERROR = 2000
+_MAX_DAYS = 36_500  # a century: larger windows overflow datetime arithmetic
 
 
 # =============================================================================
@@ -1388,6 +1389,7 @@ def _check_number(
     allow_none: bool = False,
     integer: bool = False,
     strict: bool = False,
+    maximum: float | None = None,
 ) -> None:
     if value is None and allow_none:
         return
@@ -1400,6 +1402,8 @@ def _check_number(
     if value < minimum or (strict and value == minimum):
         op = ">" if strict else ">="
         raise ValueError(f"{name} must be {op} {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -1446,7 +1450,9 @@ class TaskManager:
                 raise ValueError(f"{name} must not be empty")
         _check_number("snapshot_interval", snapshot_interval, strict=True)
         _check_bool("requeue_pending", requeue_pending)
-        _check_number("retention_days", retention_days, allow_none=True, strict=True)
+        _check_number(
+            "retention_days", retention_days, allow_none=True, strict=True, maximum=_MAX_DAYS
+        )
         _check_number("max_history", max_history, integer=True)
         _check_number(
             "max_concurrent_tasks", max_concurrent_tasks, minimum=1, allow_none=True, integer=True
@@ -2575,7 +2581,10 @@ def _same_site(request: Request) -> bool:
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source or source == "null":
         return source is None
-    parsed = urllib.parse.urlsplit(source)
+    try:
+        parsed = urllib.parse.urlsplit(source)
+    except ValueError:  # e.g. "http://[": unparseable, so not provably ours
+        return False
     host = request.headers.get("host", "")
     return parsed.netloc.lower() == host.lower() and parsed.scheme in ("http", "https")
 
@@ -3412,16 +3421,20 @@ class TaskAdmin:
             raise TypeError(f"app must be a FastAPI application, got {app!r}")
         if not isinstance(task_manager, TaskManager):
             raise TypeError(f"task_manager must be a TaskManager, got {task_manager!r}")
-        if not isinstance(path, str) or not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
+        if not isinstance(path, str) or not re.fullmatch(
+            r"(/(?!\.\.?(/|$))[A-Za-z0-9._~-]+)+", path
+        ):
             raise ValueError(
-                f"path must start with '/', have no trailing '/' and use only letters, digits "
-                f"and . _ ~ - in its segments; got {path!r}"
+                f"path must start with '/', have no trailing '/', no '.' or '..' segment, and "
+                f"use only letters, digits and . _ ~ - in its segments; got {path!r}"
             )
         _check_bool("auto_install", auto_install)
         _check_bool("display_func_args", display_func_args)
         _check_number("token_expiry", token_expiry, minimum=1, integer=True)
         _check_number("poll_interval", poll_interval, strict=True)
-        _check_number("retention_days", retention_days, allow_none=True, strict=True)
+        _check_number(
+            "retention_days", retention_days, allow_none=True, strict=True, maximum=_MAX_DAYS
+        )
         if not isinstance(title, str) or not title.strip():
             raise TypeError(f"title must be a non-empty string, got {title!r}")
         if secret_key is not None and (not isinstance(secret_key, str) or len(secret_key) < 16):
