@@ -457,11 +457,6 @@ MALFORMED_SOURCE = [
 ]
 
 
-@pytest.mark.xfail(
-    reason="BUG admin-4: an Origin/Referer that urlsplit() cannot parse (unbalanced IPv6 "
-    "brackets) raises ValueError in _same_site(): 500 on every write, login and logout",
-    strict=True,
-)
 @pytest.mark.parametrize("headers", MALFORMED_SOURCE, ids=lambda h: f"{h}")
 def test_malformed_origin_or_referer_is_refused_not_500(env, headers):
     cookie = logged_in(env.c)
