@@ -47,6 +47,7 @@ SIZES = {
     "wrk_seconds": (5, 2),
     "wrk_conns": (16, 16),
     "wrk_max_requests": (200_000, 60_000),
+    "wrk_paced_delay_ms": (40, 40),  # 16 connections x 1 request per ~40 ms: ~400 req/s offered
     "drain_n": (10_000, 3_000),
     "memory_total": (200_000, 50_000),
     "list_requests": (40, 15),
@@ -196,7 +197,7 @@ class Ours:
     list_path = "/tasks?limit=100"
 
     def __init__(self, **options):
-        sys.path.insert(0, str(ROOT / "taskflow_vendor"))
+        sys.path.insert(0, os.environ.get("BENCH_TASKFLOW_DIR") or str(ROOT / "taskflow_vendor"))
         import taskflow
 
         self.mod = taskflow
@@ -490,9 +491,14 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 local responses = 0
 local limit = tonumber(os.getenv("BENCH_MAX_REQUESTS") or "1000000")
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 function response(status, headers, body)
   responses = responses + 1
   if responses >= limit then wrk.thread:stop() end
+end
+if pause > 0 then
+  -- uniform in [pause/2, 3*pause/2], so the connections do not fire in lockstep
+  function delay() return math.random(math.floor(pause / 2), math.floor(pause * 3 / 2)) end
 end
 """
 
@@ -516,8 +522,9 @@ def parse_wrk(text):
     return out
 
 
-async def run_wrk(port, seconds, conns, max_requests, script):
-    env = dict(os.environ, BENCH_MAX_REQUESTS=str(max_requests))
+async def run_wrk(port, seconds, conns, max_requests, script, delay_ms=0):
+    """wrk against POST /enqueue; delay_ms > 0 paces each connection (offered load bounded)."""
+    env = dict(os.environ, BENCH_MAX_REQUESTS=str(max_requests), BENCH_DELAY_MS=str(delay_ms))
     proc = await asyncio.create_subprocess_exec(
         shutil.which("wrk") or "/usr/bin/wrk",
         "-t1",
@@ -601,6 +608,21 @@ async def sc_uvicorn(args, problems, sse_clients=0):
         result.update(parse_wrk(text))
         result["server_cpu_seconds"] = cpu
         result["rps_cpu"] = (len(impl.ids) - served0) / cpu if cpu else None
+        if not sse_clients:
+            # Then a paced run on the store the saturated run filled: the tail latency
+            # without the queueing that only mirrors throughput at saturation.
+            paced_text = await run_wrk(
+                port, seconds, conns, limit, script, delay_ms=size("wrk_paced_delay_ms", quick)
+            )
+            paced = parse_wrk(paced_text)
+            result.update({f"paced_{k}": v for k, v in paced.items()})
+            text += "\n--- paced ---\n" + paced_text
+            if paced.get("p99_ms") is None:
+                problems.append("could not parse the paced wrk output: " + paced_text[-300:])
+            if paced.get("non2xx") or paced.get("socket_errors"):
+                problems.append(
+                    f"paced wrk: {paced['non2xx']} non-2xx, {paced['socket_errors']} socket errors"
+                )
         if clients_proc is not None:
             clients_proc.stdin.write(b"stop\n")
             await clients_proc.stdin.drain()

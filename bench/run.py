@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 WORKER = BENCH / "_worker.py"
 CACHE = BENCH / "results" / "cache"
-VENDOR = ROOT / "taskflow_vendor" / "taskflow.py"
+# BENCH_TASKFLOW_DIR points "ours" at another copy of taskflow.py (to A/B a change).
+VENDOR_DIR = Path(os.environ.get("BENCH_TASKFLOW_DIR") or ROOT / "taskflow_vendor").resolve()
+VENDOR = VENDOR_DIR / "taskflow.py"
 IMPLS = ("plain", "ours", "peer")
 
 
@@ -108,11 +110,15 @@ SCENARIOS = [
     ),
     Scenario(
         "uvicorn_wrk",
-        "same under uvicorn on 127.0.0.1, wrk -t1 -c16 -d5s (POST)",
+        "same under uvicorn on 127.0.0.1, wrk -t1 -c16 -d5s (POST): saturated, then paced",
         [
             Measure("req/s", "rps"),
             Measure("p99 ms", "p99_ms", targets=[Target("plain", "<=", 2.0)], fmt="{:,.1f}"),
             Measure("req/server-CPU-s", "rps_cpu"),
+            Measure("paced req/s", "paced_rps"),
+            Measure(
+                "paced p99 ms", "paced_p99_ms", targets=[Target("plain", "<=", 2.0)], fmt="{:,.1f}"
+            ),
         ],
     ),
     Scenario(
@@ -238,7 +244,7 @@ def ours_status():
         [
             sys.executable,
             "-c",
-            "import sys; sys.path.insert(0, 'taskflow_vendor'); import taskflow; "
+            f"import sys; sys.path.insert(0, {str(VENDOR_DIR)!r}); import taskflow; "
             "taskflow.TaskManager; taskflow.TaskAdmin",
         ],
         cwd=ROOT,
@@ -525,6 +531,21 @@ def main(argv=None):
         f"peer fastapi-taskflow {peer_version or 'n/a'}, rounds {rounds}"
         f"{' (quick)' if args.quick else ''}, {elapsed:.0f} s"
     )
+    if "ours" in available:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", str(VENDOR)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        digest = hashlib.sha256(VENDOR.read_bytes()).hexdigest()[:12]
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", str(VENDOR)], cwd=ROOT
+        ).returncode
+        header += (
+            f"\nours: {VENDOR.relative_to(ROOT) if VENDOR.is_relative_to(ROOT) else VENDOR} "
+            f"sha256 {digest} (last commit {commit or '?'}{', modified since' if dirty else ''})"
+        )
     loads = [
         res[k]
         for runs in raw.values()
