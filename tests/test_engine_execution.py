@@ -551,6 +551,51 @@ async def test_endpoint_raising_cancels_its_tasks_with_the_reason(pattern, failu
     assert ran == []
 
 
+GHOST_PENDING = pytest.mark.xfail(
+    reason="BUG-ghost-pending: with Depends(get_tasks), tasks of an endpoint that returns a "
+    "Response carrying its own background stay pending forever (never run, never cancelled)",
+    strict=True,
+)
+
+
+@pytest.mark.parametrize("pattern", [pytest.param("depends", marks=GHOST_PENDING), "install"])
+async def test_tasks_dropped_by_a_response_with_its_own_background_do_not_stay_pending(pattern):
+    from fastapi.responses import JSONResponse
+    from starlette.background import BackgroundTask
+
+    tm = TaskManager()
+    app = FastAPI()
+    ran: list[int] = []
+
+    async def job():
+        ran.append(1)
+
+    def respond(task_id):
+        # FastAPI only attaches the request's background tasks when the response has none.
+        return JSONResponse({"task_id": task_id}, background=BackgroundTask(ran.append, 0))
+
+    if pattern == "depends":
+
+        @app.post("/go")
+        async def go(tasks=Depends(tm.get_tasks)):
+            return respond(tasks.add_task(job))
+
+    else:
+        tm.install(app)
+
+        @app.post("/go")
+        async def go(background_tasks: BackgroundTasks):
+            return respond(background_tasks.add_task(job))
+
+    async with started(tm), client(app) as http:
+        task_id = (await http.post("/go")).json()["task_id"]
+        record = await reaches(tm, task_id, timeout=5)
+        # Either it ran after the response, or it was recorded cancelled with a reason.
+        assert record.status in (TaskStatus.SUCCESS, TaskStatus.CANCELLED)
+        if record.status is TaskStatus.CANCELLED:
+            assert record.error and ran == [0]
+
+
 # -- concurrency limit --------------------------------------------------------------------
 
 

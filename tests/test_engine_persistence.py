@@ -606,3 +606,67 @@ async def test_an_empty_file_is_a_new_database(tmp_path: Path):
     async with started(tm):
         await reaches(tm, tm.add_task(lambda: None))
     assert scalar(db, "SELECT count(*) FROM tasks") == 1
+
+
+# -- idempotency keys across restarts ---------------------------------------------------------
+
+
+async def test_idempotency_keys_survive_a_restart(tmp_path: Path):
+    db = tmp_path / "tasks.db"
+    runs: list[str] = []
+    fail = {"bad": True}
+
+    async def job(label):
+        runs.append(label)
+        if fail.get(label):
+            raise RuntimeError("fails the first time")
+
+    tm = TaskManager(snapshot_db=db)
+    async with started(tm):
+        ok = tm.add_task(job, "ok", idempotency_key="key-ok")
+        bad = tm.add_task(job, "bad", idempotency_key="key-bad")
+        await reaches(tm, ok)
+        await reaches(tm, bad)
+
+    fail["bad"] = False
+    tm2 = TaskManager(snapshot_db=db)
+    async with started(tm2):
+        assert tm2.add_task(job, "ok", idempotency_key="key-ok") == ok  # succeeded: deduped
+        again = tm2.add_task(job, "bad", idempotency_key="key-bad")  # failed: runs again
+        assert again != bad
+        assert (await reaches(tm2, again)).status is TaskStatus.SUCCESS
+        assert tm2.add_task(job, "bad", idempotency_key="key-bad") == again
+    assert runs == ["ok", "bad", "bad"]
+
+
+async def test_a_requeued_task_keeps_its_idempotency_key(tmp_path: Path):
+    db = tmp_path / "tasks.db"
+    gate = asyncio.Event()
+    runs: list[str] = []
+
+    async def blocker():
+        await gate.wait()
+
+    async def job():
+        runs.append("job")
+        await gate.wait()
+
+    def manager() -> TaskManager:
+        tm = TaskManager(
+            snapshot_db=db, requeue_pending=True, max_concurrent_tasks=1, shutdown_timeout=0.02
+        )
+        tm.task()(blocker)
+        tm.task()(job)
+        return tm
+
+    tm = manager()
+    async with started(tm):
+        await reaches(tm, tm.add_task(blocker), "running")
+        pending = tm.add_task(job, idempotency_key="once")
+    tm2 = manager()
+    async with started(tm2):
+        await reaches(tm2, pending, "running")
+        assert tm2.add_task(job, idempotency_key="once") == pending
+        gate.set()
+        await reaches(tm2, pending)
+    assert runs == ["job"]
