@@ -110,7 +110,7 @@ SCENARIOS = [
     ),
     Scenario(
         "uvicorn_wrk",
-        "same under uvicorn on 127.0.0.1, wrk -t1 -c16 -d5s (POST): saturated, then paced",
+        "same under uvicorn on 127.0.0.1, wrk -t1 -c16 -d4s (POST): saturated, then paced",
         [
             Measure("req/s", "rps"),
             Measure("p99 ms", "p99_ms", targets=[Target("plain", "<=", 2.0)], fmt="{:,.1f}"),
