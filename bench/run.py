@@ -590,10 +590,14 @@ def main(argv=None):
             for problems in bad.values():
                 for problem in dict.fromkeys(problems):
                     print(f"  {name} / {problem}")
-    if args.markdown:
-        Path(args.markdown).write_text(header + "\n\n" + markdown_table(all_rows) + "\n")
-    if args.json_out:
-        Path(args.json_out).write_text(
+    # The latest run is always kept in bench/results/ (ignored by git) as well.
+    latest = BENCH / "results"
+    latest.mkdir(parents=True, exist_ok=True)
+    md_paths = [latest / "latest.md"] + ([Path(args.markdown)] if args.markdown else [])
+    for md in md_paths:
+        md.write_text(header + "\n\n" + markdown_table(all_rows) + "\n")
+    for out in [latest / "latest.json"] + ([Path(args.json_out)] if args.json_out else []):
+        out.write_text(
             json.dumps(
                 {
                     "header": header,
