@@ -1223,12 +1223,44 @@ class _RequestBatch:
     request fails instead, its held tasks are recorded as cancelled.
     """
 
-    __slots__ = ("manager", "held", "durable")
+    __slots__ = ("manager", "held", "durable", "armed")
 
     def __init__(self, manager: TaskManager) -> None:
         self.manager = manager
         self.held: list[_Job] = []
         self.durable: list[TaskRecord] = []
+        self.armed = False
+
+    def arm(self, scope: Any) -> None:
+        """At a request's first task: commit before its response, clean up after it.
+
+        FastAPI keeps two exit stacks in the request scope: one closed after the
+        endpoint returns and before the response is sent, one after the response
+        (and its background) has run. Registering here, instead of through a
+        generator dependency, costs nothing for requests that add no task.
+        """
+        if self.armed:
+            return
+        self.armed = True
+        before = scope.get("fastapi_function_astack") or scope.get("fastapi_astack")
+        after = scope.get("fastapi_inner_astack")
+        if before is not None:
+            before.push_async_exit(self._before_response)
+        if after is not None:
+            after.push_async_exit(self._after_response)
+
+    async def _before_response(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None:
+            self.abandon(f"request failed before its response was sent: {exc!r}"[:_MAX_ERROR])
+        else:
+            await self.commit()
+        return False
+
+    async def _after_response(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        # Still held here: the response never ran the request's background tasks (it
+        # brought a background of its own, or failed). Record that; never leave them pending.
+        self.abandon("the response did not run the request's background tasks")
+        return False
 
     async def commit(self) -> None:
         if self.durable and any(not r.durable for r in self.durable):
@@ -1267,6 +1299,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
         self._native = background_tasks
         self._batch = _batch or _RequestBatch(self._manager)
         self._pending: list[_Job] = []
+        self._scope: Any = None  # the request's ASGI scope, when made by get_tasks
 
     def add_task(  # type: ignore[override]
         self,
@@ -1284,6 +1317,8 @@ class ManagedBackgroundTasks(BackgroundTasks):
         job, task_id = self._manager._create(func, args, kwargs, idempotency_key, tags, held=True)
         if job is None:
             return task_id
+        if self._scope is not None:
+            self._batch.arm(self._scope)
         if not self._pending:
             target = self._native if self._native is not None else super()
             target.add_task(self._release)
@@ -1345,33 +1380,16 @@ class _InstallMiddleware:
         batch.abandon("request ended without sending its background tasks (error response)")
 
 
-def _function_scoped(dependency: Callable[..., Any]) -> Any:
-    # Compat: ``scope="function"`` (FastAPI >= 0.121) runs the exit code before the
-    # response is sent. Older FastAPI runs it after; commits then happen after the
-    # response. Breakpoint: drop when the floor is FastAPI 0.121.
-    try:
-        return Depends(dependency, scope="function")  # type: ignore[call-arg]
-    except TypeError:
-        return Depends(dependency)
-
-
-def _make_get_tasks(manager: TaskManager) -> Callable[..., ManagedBackgroundTasks]:
-    async def request_batch() -> Any:
-        batch = _RequestBatch(manager)
-        try:
-            yield batch
-        except BaseException as exc:
-            batch.abandon(f"request failed before its response was sent: {exc!r}"[:_MAX_ERROR])
-            raise
-        await batch.commit()
-
-    def get_tasks(
-        background_tasks: BackgroundTasks, batch: _RequestBatch = _function_scoped(request_batch)
-    ) -> ManagedBackgroundTasks:
+def _make_get_tasks(manager: TaskManager) -> Callable[..., Any]:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+    # per request for what is a constructor call.
+    async def get_tasks(request: Request, background_tasks: BackgroundTasks) -> Any:
         """FastAPI dependency: ``tasks = Depends(task_manager.get_tasks)``."""
         if isinstance(background_tasks, ManagedBackgroundTasks):
             return background_tasks  # the app is installed: reuse the request's object
-        return ManagedBackgroundTasks(manager, background_tasks, _batch=batch)
+        tasks = ManagedBackgroundTasks(manager, background_tasks)
+        tasks._scope = request.scope
+        return tasks
 
     return get_tasks
 
