@@ -551,14 +551,7 @@ async def test_endpoint_raising_cancels_its_tasks_with_the_reason(pattern, failu
     assert ran == []
 
 
-GHOST_PENDING = pytest.mark.xfail(
-    reason="BUG-ghost-pending: with Depends(get_tasks), tasks of an endpoint that returns a "
-    "Response carrying its own background stay pending forever (never run, never cancelled)",
-    strict=True,
-)
-
-
-@pytest.mark.parametrize("pattern", [pytest.param("depends", marks=GHOST_PENDING), "install"])
+@pytest.mark.parametrize("pattern", ["depends", "install"])
 async def test_tasks_dropped_by_a_response_with_its_own_background_do_not_stay_pending(pattern):
     from fastapi.responses import JSONResponse
     from starlette.background import BackgroundTask
