@@ -51,7 +51,7 @@ import urllib.parse
 import uuid
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -806,35 +806,67 @@ class _Database:
             row = await cur.fetchone()
         return row[0] if row else None
 
-    async def _prepare_schema(self) -> None:
-        assert self.conn is not None
-        await self.conn.execute("BEGIN IMMEDIATE")  # one process at a time creates or migrates
+    async def atomic(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``work`` in one write transaction that a cancellation cannot cut in half.
+
+        Statements already handed to aiosqlite's thread run on even when the awaiting
+        task is cancelled; giving the connection up mid-transaction would leave it
+        open (every later BEGIN fails) or roll back a COMMIT that already happened.
+        So the transaction runs in a shielded task that always ends, and the caller's
+        cancellation is delivered after it.
+        """
+        inner = asyncio.ensure_future(self._transaction(work))
         try:
-            app_id = await self._scalar("PRAGMA application_id")
-            version = await self._scalar("PRAGMA user_version")
-            tables = await self._scalar("SELECT count(*) FROM sqlite_master")
-            if app_id == 0 and version == 0 and tables == 0:
-                for statement in _SCHEMA:
-                    await self.conn.execute(statement)
-                await self.conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-                await self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            elif app_id != _APPLICATION_ID:
-                raise self._fail("belongs to another application (it is not a taskflow database)")
-            elif version > _SCHEMA_VERSION:
-                raise self._fail(
-                    f"was written by a newer taskflow (schema {version}, this copy knows "
-                    f"{_SCHEMA_VERSION}); update taskflow.py"
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            while not inner.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(inner)
+            if not inner.cancelled() and inner.exception() is not None:
+                logger.error(
+                    "taskflow write failed during cancellation", exc_info=inner.exception()
                 )
-            else:
-                while version < _SCHEMA_VERSION:
-                    for statement in _MIGRATIONS[version]:
-                        await self.conn.execute(statement)
-                    version += 1
-                    await self.conn.execute(f"PRAGMA user_version = {version}")
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
             raise
+
+    async def _transaction(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        assert self.conn is not None
+        conn = self.conn
+        await conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
+        try:
+            result = await work()
+            await conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+
+    async def _prepare_schema(self) -> None:
+        await self.atomic(self._check_and_create)  # one process at a time creates or migrates
+
+    async def _check_and_create(self) -> None:
+        assert self.conn is not None
+        app_id = await self._scalar("PRAGMA application_id")
+        version = await self._scalar("PRAGMA user_version")
+        tables = await self._scalar("SELECT count(*) FROM sqlite_master")
+        if app_id == 0 and version == 0 and tables == 0:
+            for statement in _SCHEMA:
+                await self.conn.execute(statement)
+            await self.conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+            await self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        elif app_id != _APPLICATION_ID:
+            raise self._fail("belongs to another application (it is not a taskflow database)")
+        elif version > _SCHEMA_VERSION:
+            raise self._fail(
+                f"was written by a newer taskflow (schema {version}, this copy knows "
+                f"{_SCHEMA_VERSION}); update taskflow.py"
+            )
+        else:
+            while version < _SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    await self.conn.execute(statement)
+                version += 1
+                await self.conn.execute(f"PRAGMA user_version = {version}")
 
     async def close(self) -> None:
         if self.conn is not None:
@@ -849,24 +881,23 @@ class _Database:
         assert self.conn is not None
         placeholders = ", ".join("?" * 20)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        conn = self.conn
+
+        async def work() -> None:
             if rows:
-                await self.conn.executemany(
+                await conn.executemany(
                     f"INSERT INTO tasks ({_COLUMNS}) VALUES ({placeholders}) "
                     f"ON CONFLICT(task_id) DO UPDATE SET {updates}",
                     rows,
                 )
             if heartbeat:
-                await self.conn.execute(
+                await conn.execute(
                     "INSERT INTO instances (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
                     (self.owner, socket.gethostname(), os.getpid(), time.time()),
                 )
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
+
+        await self.atomic(work)
 
     async def leave(self) -> None:
         """Forget this process's heartbeat, so others may claim what it left pending."""
@@ -905,23 +936,22 @@ class _Database:
         dead = await self._dead_owners()
         if not dead or not names:
             return []
-        claimed: list[TaskRecord] = []
         marks = ", ".join("?" * len(names))
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        conn = self.conn
+
+        async def work() -> list[TaskRecord]:
+            claimed: list[TaskRecord] = []
             for owner in dead:
                 # The owner check inside the UPDATE makes the claim atomic across processes.
-                async with self.conn.execute(
+                async with conn.execute(
                     f"UPDATE tasks SET owner = ? WHERE owner = ? AND status IN "
                     f"('pending', 'running') AND func_name IN ({marks}) RETURNING {_COLUMNS}",
                     (self.owner, owner, *names),
                 ) as cur:
                     claimed.extend(_record_from_row(r) for r in await cur.fetchall())
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
-        return claimed
+            return claimed
+
+        return await self.atomic(work)  # type: ignore[no-any-return]
 
     async def get(self, task_id: str) -> TaskRecord | None:
         assert self.conn is not None
@@ -945,21 +975,20 @@ class _Database:
 
     async def delete_finished_before(self, cutoff: float) -> int:
         assert self.conn is not None
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = await self.conn.execute(
+        conn = self.conn
+
+        async def work() -> int:
+            cur = await conn.execute(
                 "DELETE FROM tasks WHERE status IN ('success', 'failed', 'cancelled', "
                 "'interrupted') AND end_time < ?",
                 (cutoff,),
             )
-            await self.conn.execute(
+            await conn.execute(
                 "DELETE FROM task_minutes WHERE minute < ?", (int(time.time() // 60) - 120,)
             )
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
-        return cur.rowcount
+            return cur.rowcount
+
+        return await self.atomic(work)  # type: ignore[no-any-return]
 
     async def load_stats(self, store: _Store) -> None:
         """Rebuild the store's counters from the whole file (indices keep this quick)."""
