@@ -729,15 +729,6 @@ async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(tm
 
 # -- cancellation in the middle of a write ----------------------------------------------------
 
-CANCELLED_WRITE = pytest.mark.xfail(
-    reason="BUG-cancelled-write: cancelling a write mid-transaction (a cancelled flush/query, or "
-    "shutdown cancelling the batch loop) leaves the connection inside a transaction or swallows "
-    "the cancellation: every later write fails, and shutdown can hang forever",
-    strict=True,
-)
-
-
-@CANCELLED_WRITE
 async def test_a_cancelled_flush_does_not_break_persistence(tmp_path: Path):
     """A request cancelled while its commit runs (client gone, a timeout) must not poison
     the connection: later writes work and nothing is lost."""
@@ -767,7 +758,6 @@ async def test_a_cancelled_flush_does_not_break_persistence(tmp_path: Path):
     assert scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == done
 
 
-@CANCELLED_WRITE
 def test_shutdown_never_hangs_when_it_stops_the_batch_loop_mid_write(tmp_path: Path):
     script = textwrap.dedent(
         """
