@@ -729,6 +729,7 @@ async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(tm
 
 # -- cancellation in the middle of a write ----------------------------------------------------
 
+
 async def test_a_cancelled_flush_does_not_break_persistence(tmp_path: Path):
     """A request cancelled while its commit runs (client gone, a timeout) must not poison
     the connection: later writes work and nothing is lost."""
