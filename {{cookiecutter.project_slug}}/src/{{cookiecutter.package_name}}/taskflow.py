@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import inspect
 import io
+import itertools
 import json
 import logging
 import math
@@ -2791,6 +2792,8 @@ class _Admin:
         self.display_func_args = display_func_args
         self.throttle = _Throttle()
         self.revoked: dict[str, float] = {}  # session id -> when its cookie would expire
+        self.event_cache: dict[str, tuple[int, str]] = {}  # task id -> (change seq, JSON)
+        self.metrics_cache: tuple[int, Any, str] | None = None
         self.templates = jinja2.Environment(
             loader=jinja2.DictLoader(
                 {"dashboard.html": _DASHBOARD_HTML, "login.html": _LOGIN_HTML}
@@ -3222,7 +3225,7 @@ class _Admin:
                     yield _sse("refresh", {}, seen)  # too old (or another process): reload
                 else:
                     seen = resume
-            yield _sse("metrics", manager.metrics())
+            yield self.metrics_event(seen)
             metrics_at = beat_at = time.monotonic()
             metrics_due = False
             # Streams end after a minute and the browser reconnects with Last-Event-ID: a
@@ -3243,15 +3246,14 @@ class _Admin:
                         yield _sse("refresh", {}, store.seq)
                         metrics_due = True
                 if store.seq != seen:
-                    changed = list(dict.fromkeys(i for s, i in store.changes if s > seen))
+                    latest = _changes_since(store, seen)
                     seen = store.seq
-                    if len(changed) > 100:
-                        yield _sse("refresh", {}, seen)
+                    if latest is None or len(latest) > 100:
+                        yield _sse("refresh", {}, seen)  # cheaper for the page to reload
                     else:
-                        for task_id in changed:
-                            record = store.records.get(task_id) or store.dirty.get(task_id)
-                            if record is not None:
-                                yield _sse("task", record.to_dict(brief=True), seen)
+                        yield "".join(
+                            self.task_event(task_id, at, seen) for task_id, at in latest.items()
+                        )
                     beat_at = now
                     metrics_due = True
                     await asyncio.sleep(0.25)  # coalesce bursts: at most ~4 batches a second
@@ -3259,12 +3261,36 @@ class _Admin:
                 if metrics_due and now - metrics_at >= 1.0:
                     metrics_at = beat_at = now
                     metrics_due = False
-                    yield _sse("metrics", manager.metrics())
+                    yield self.metrics_event(seen)
                 elif now - beat_at >= 15.0:
                     beat_at = now
                     yield ": ping\n\n"
         finally:
             store.watchers.discard(wake)
+
+    def task_event(self, task_id: str, changed_at: int, event_id: int) -> str:
+        """A ``task`` event; its JSON is built once for all connected clients."""
+        cached = self.event_cache.get(task_id)
+        if cached is None or cached[0] != changed_at:
+            store = self.manager._store
+            record = store.records.get(task_id) or store.dirty.get(task_id)
+            if record is None:
+                return ""  # evicted meanwhile: the page's next reload shows it
+            if len(self.event_cache) > 4096:
+                self.event_cache.clear()
+            payload = json.dumps(record.to_dict(brief=True), separators=(",", ":"))
+            cached = self.event_cache[task_id] = (changed_at, payload)
+        return f"id: {event_id}\nevent: task\ndata: {cached[1]}\n\n"
+
+    def metrics_event(self, seen: int) -> str:
+        """A ``metrics`` event, shared by clients that have seen no later change."""
+        store = self.manager._store
+        cached = self.metrics_cache
+        # Counters rebuilt from the database (refresh, prune) get a new funcs dict.
+        if cached is None or cached[0] < seen or cached[1] is not store.funcs:
+            metrics = _sse("metrics", self.manager.metrics())
+            cached = self.metrics_cache = (store.seq, store.funcs, metrics)
+        return cached[2]
 
     def auth_router(self) -> APIRouter:
         router = APIRouter(prefix=self.path + "/auth", include_in_schema=False)
@@ -3369,6 +3395,16 @@ class _Admin:
             asset_version=self.asset_version,
         )
         return self.page(html, status_code)
+
+
+def _changes_since(store: _Store, seen: int) -> dict[str, int] | None:
+    """Task ids changed after ``seen``, each with its latest change; None if the log lost some."""
+    changes = store.changes
+    if not changes or changes[0][0] > seen + 1:
+        return None
+    # Sequence numbers in the log are consecutive, so the start is an offset, not a search.
+    start = seen + 1 - changes[0][0]
+    return {task_id: seq for seq, task_id in itertools.islice(changes, start, None)}
 
 
 def _counts(metrics: dict[str, Any]) -> tuple[int, ...]:
@@ -3512,11 +3548,33 @@ class TaskAdmin:
             title,
             display_func_args,
         )
+        before = list(app.router.routes)
         if backend is not None:
             app.include_router(admin.auth_router())
         app.include_router(admin.dashboard_router())  # before the API's /{task_id}
         app.include_router(admin.api_router())
+        _match_last(app, [r for r in app.router.routes if r not in before])
         task_manager.init_app(app)
+
+
+def _match_last(app: FastAPI, routes: list[Any]) -> None:
+    """At startup, move ``routes`` after the app's own, keeping their order.
+
+    Starlette tries routes in order: the admin's routes, registered before the
+    app declares its own, would be matched (and paid for) on every app request.
+    Last, they cost app requests nothing and never shadow an app route.
+    """
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> Any:
+        ids = {id(r) for r in routes}
+        current = app.router.routes
+        current[:] = [r for r in current if id(r) not in ids] + [r for r in current if id(r) in ids]
+        async with inner(app_) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 # =============================================================================
