@@ -602,7 +602,7 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS tasks_status_created ON tasks (status, created_at)",
     "CREATE INDEX IF NOT EXISTS tasks_func_created ON tasks (func_name, created_at)",
     "CREATE INDEX IF NOT EXISTS tasks_end ON tasks (end_time)",
-    "CREATE INDEX IF NOT EXISTS tasks_idem_created ON tasks (created_at) "
+    "CREATE INDEX IF NOT EXISTS tasks_idem ON tasks (idempotency_key, created_at) "
     "WHERE idempotency_key IS NOT NULL",
     # Counters per function and status, kept by triggers so startup and metrics
     # never count the whole history.
@@ -1022,15 +1022,6 @@ class _Database:
         for record in store.dirty.values():
             if not record.durable:
                 store.func(record.func_name).counts[record.status] += 1
-
-    async def recent_idempotency_keys(self, limit: int) -> list[tuple[str, str, str]]:
-        assert self.conn is not None
-        async with self.conn.execute(
-            "SELECT idempotency_key, task_id, status FROM tasks INDEXED BY tasks_idem_created "
-            "WHERE idempotency_key IS NOT NULL ORDER BY created_at DESC LIMIT ?",
-            (limit,),
-        ) as cur:
-            return list(await cur.fetchall())
 
     async def revoke(self, session_id: str, until: float) -> None:
         assert self.conn is not None
@@ -1543,6 +1534,7 @@ class TaskManager:
         self._closing = False
         self._lifespan_apps: set[int] = set()
         self._last_refresh = 0.0
+        self._readers = threading.local()  # read-only sqlite3 connections for key lookups
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -1732,6 +1724,8 @@ class TaskManager:
             task_id, status = record.task_id, record.status
         elif key in store.idempotency_gone:
             task_id, status = store.idempotency_gone[key]
+        elif self._db is not None and (found := self._key_in_file(key)) is not None:
+            task_id, status = found
         else:
             return None
         # A failed, cancelled or interrupted task frees its key: a client that retries a
@@ -1739,6 +1733,31 @@ class TaskManager:
         if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED):
             return None
         return task_id
+
+    def _key_in_file(self, key: str) -> tuple[str, TaskStatus] | None:
+        """The newest task of ``key`` in ``snapshot_db``: older keys, and other processes' keys.
+
+        ``add_task`` is synchronous, so this is a plain read-only sqlite3 query on an
+        index (tens of microseconds), made only when memory does not know the key.
+        """
+        conn = getattr(self._readers, "conn", None)
+        try:
+            if conn is None:
+                uri = (
+                    "file:"
+                    + urllib.parse.quote(os.path.abspath(self.snapshot_db or ""))
+                    + "?mode=ro"
+                )
+                conn = self._readers.conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+            row = conn.execute(
+                "SELECT task_id, status FROM tasks WHERE idempotency_key = ? "
+                "ORDER BY created_at DESC LIMIT 1",
+                (key,),
+            ).fetchone()
+        except sqlite3.Error:
+            logger.warning("cannot look up idempotency key %r in %s", key, self.snapshot_db)
+            return None
+        return (row[0], TaskStatus(row[1])) if row else None
 
     def _release(self, job: _Job) -> None:
         """Start a task whose request has answered (or that was added directly)."""
@@ -2281,7 +2300,6 @@ class TaskManager:
                 async with self._write_lock:
                     await self._write(heartbeat=True)
                     await self._db.load_stats(self._store)
-                await self._load_idempotency()
                 if self.requeue_pending:
                     await self._claim()
                 else:
@@ -2297,14 +2315,6 @@ class TaskManager:
         backlog, self._backlog = self._backlog, []
         for job in backlog:
             self._release(job)
-
-    async def _load_idempotency(self) -> None:
-        assert self._db is not None
-        for key, task_id, status in reversed(
-            await self._db.recent_idempotency_keys(max(1000, self.max_history))
-        ):
-            if key not in self._store.idempotency:
-                self._store.remember_key(key, task_id, TaskStatus(status))
 
     async def _interrupt_orphans(self) -> None:
         """Without requeue_pending, dead processes' unfinished rows become interrupted."""
@@ -2390,6 +2400,10 @@ class TaskManager:
             self._jobs.clear()
 
     async def _close_resources(self) -> None:
+        reader = getattr(self._readers, "conn", None)
+        if reader is not None:
+            reader.close()
+        self._readers = threading.local()
         if self._db is not None:
             await self._db.close()
             self._db = None
