@@ -678,11 +678,6 @@ async def test_a_requeued_task_keeps_its_idempotency_key(tmp_path: Path):
     assert runs == ["job"]
 
 
-@pytest.mark.xfail(
-    reason="BUG-idem-restart-window: after a restart only the newest max(1000, max_history) "
-    "idempotency keys are loaded; an older key of a successful task is accepted again",
-    strict=True,
-)
 async def test_an_old_idempotency_key_still_dedupes_after_a_restart(tmp_path: Path):
     db = tmp_path / "tasks.db"
     runs: list[int] = []
@@ -702,11 +697,6 @@ async def test_an_old_idempotency_key_still_dedupes_after_a_restart(tmp_path: Pa
     assert sorted(runs) == list(range(1200))
 
 
-@pytest.mark.xfail(
-    reason="BUG-idem-other-process (lead to decide): a key used by another process on the same "
-    "snapshot_db is not seen, so a client retry that lands on another worker runs twice",
-    strict=True,
-)
 async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(tmp_path: Path):
     db = tmp_path / "tasks.db"
     runs: list[str] = []
