@@ -651,6 +651,12 @@ _SCHEMA = [
         heartbeat REAL NOT NULL
     )""",
 ]
+_ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
+_ROWS_PER_STATEMENT = 1000  # 20 columns each: well below SQLite's 32,766 variables
+_UPSERT_HEAD = f"INSERT INTO tasks ({_COLUMNS}) VALUES "
+_UPSERT_TAIL = " ON CONFLICT(task_id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:]
+)
 # Forward migrations: _MIGRATIONS[n] takes a file from user_version n to n + 1.
 _MIGRATIONS: dict[int, list[str]] = {}
 
@@ -878,27 +884,27 @@ class _Database:
                 logger.debug("closing %s failed", self.path, exc_info=True)
 
     async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> None:
-        """Upsert ``rows`` in one transaction (and refresh this process's heartbeat)."""
+        """Upsert ``rows`` (and refresh this process's heartbeat).
+
+        Each chunk is one multi-row INSERT: a single statement is atomic on its own,
+        so a batch costs one round trip to aiosqlite's thread instead of three
+        (BEGIN, executemany, COMMIT), and no transaction is ever left open by a
+        cancelled caller. A batch cut short by an error is simply written again:
+        upserts are idempotent.
+        """
         assert self.conn is not None
-        placeholders = ", ".join("?" * 20)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
-        conn = self.conn
-
-        async def work() -> None:
-            if rows:
-                await conn.executemany(
-                    f"INSERT INTO tasks ({_COLUMNS}) VALUES ({placeholders}) "
-                    f"ON CONFLICT(task_id) DO UPDATE SET {updates}",
-                    rows,
-                )
-            if heartbeat:
-                await conn.execute(
-                    "INSERT INTO instances (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
-                    (self.owner, socket.gethostname(), os.getpid(), time.time()),
-                )
-
-        await self.atomic(work)
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            await self.conn.execute(
+                _UPSERT_HEAD + ", ".join([_ROW_MARKS] * len(chunk)) + _UPSERT_TAIL,
+                [value for row in chunk for value in row],
+            )
+        if heartbeat:
+            await self.conn.execute(
+                "INSERT INTO instances (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
+                (self.owner, socket.gethostname(), os.getpid(), time.time()),
+            )
 
     async def leave(self) -> None:
         """Forget this process's heartbeat, so others may claim what it left pending."""
@@ -1185,11 +1191,27 @@ _current_task: contextvars.ContextVar[_Job | None] = contextvars.ContextVar(
 class _Job:
     """Runtime state of a live task; dropped when the task reaches a final status."""
 
-    __slots__ = ("record", "func", "config", "context", "handle", "held", "stop", "attempt")
+    __slots__ = (
+        "manager",
+        "record",
+        "func",
+        "config",
+        "context",
+        "handle",
+        "held",
+        "stop",
+        "attempt",
+    )
 
     def __init__(
-        self, record: TaskRecord, func: Callable[..., Any], config: TaskConfig, context: Any
+        self,
+        manager: TaskManager,
+        record: TaskRecord,
+        func: Callable[..., Any],
+        config: TaskConfig,
+        context: Any,
     ) -> None:
+        self.manager = manager
         self.record = record
         self.func = func
         self.config = config
@@ -1224,12 +1246,10 @@ def task_log(message: str, level: str = "info", **extra: Any) -> None:
             extra or "",
         )
         return
-    manager: TaskManager = job.context.get(_manager_var)
-    manager._log(job.record, level, str(message), extra)
+    job.manager._log(job.record, level, str(message), extra)
 
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
-_manager_var: contextvars.ContextVar[TaskManager] = contextvars.ContextVar("taskflow_manager")
 
 
 # =============================================================================
@@ -1702,8 +1722,7 @@ class TaskManager:
             persist=config.persist,
         )
         context = contextvars.copy_context()
-        context.run(_manager_var.set, self)
-        job = _Job(record, func, config, context)
+        job = _Job(self, record, func, config, context)
         job.held = held
         self._jobs[record.task_id] = job
         if self._loop is not None and threading.get_ident() != self._loop_thread:
@@ -2252,8 +2271,7 @@ class TaskManager:
                 and self.requeue_pending
                 and (not was_running or config.requeue_on_interrupt)
             )
-            job = _Job(record, func, config, contextvars.copy_context())
-            job.context.run(_manager_var.set, self)
+            job = _Job(self, record, func, config, contextvars.copy_context())
             self._jobs[record.task_id] = job
             if rerun:
                 if was_running:
@@ -2326,7 +2344,9 @@ class TaskManager:
         for record in records:
             record.requeue = False
             self._store.add(record, counted=True)
-            job = _Job(record, _noop, TaskConfig(record.func_name), contextvars.copy_context())
+            job = _Job(
+                self, record, _noop, TaskConfig(record.func_name), contextvars.copy_context()
+            )
             self._jobs[record.task_id] = job
             self._finish(
                 job,
