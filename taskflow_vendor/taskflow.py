@@ -969,16 +969,30 @@ class _Database:
         return _record_from_row(row) if row else None
 
     async def query(
-        self, where: str, params: list[Any], order: str, limit: int, offset: int
+        self,
+        where: str,
+        params: list[Any],
+        order: str,
+        limit: int,
+        offset: int,
+        *,
+        counted: bool = False,
     ) -> tuple[list[TaskRecord], int]:
+        """One page and the total; ``counted``: the filters are only status and function,
+        so the total comes from the trigger-kept counters instead of a count(*) scan."""
         assert self.conn is not None
+        if counted:
+            count = f"SELECT coalesce(sum(n), 0) FROM task_counts{where}"
+        else:
+            count = f"SELECT count(*) FROM tasks{where}"
+        # The total rides along as an extra column: one round trip to aiosqlite's thread.
         async with self.conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks{where} ORDER BY {order} LIMIT ? OFFSET ?",
-            (*params, limit, offset),
+            f"SELECT {_COLUMNS}, ({count}) FROM tasks{where} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*params, *params, limit, offset),
         ) as cur:
             rows = await cur.fetchall()
-        total = await self._scalar(f"SELECT count(*) FROM tasks{where}", params)
-        return [_record_from_row(r) for r in rows], int(total or 0)
+        total = rows[0][-1] if rows else await self._scalar(count, params)
+        return [_record_from_row(r[:-1]) for r in rows], int(total or 0)
 
     async def delete_finished_before(self, cutoff: float) -> int:
         assert self.conn is not None
@@ -2080,7 +2094,8 @@ class TaskManager:
             where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
             direction = "DESC" if descending else "ASC"
             order = f"{_SORTS[key]} {direction}, created_at {direction}, task_id {direction}"
-            return await self._db.query(where, params, order, limit, offset)
+            counted = not (q or lo is not None or hi is not None)
+            return await self._db.query(where, params, order, limit, offset, counted=counted)
         needle = q.lower() if q else None
         rows = [
             r
