@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
+from apps.engine_support import wait_until
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from taskflow import TaskAdmin, TaskManager, task_log
@@ -72,17 +73,6 @@ FUNCS = (ok, boom, hold, anoop, afail)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def status_of(env, task_id):

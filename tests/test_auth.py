@@ -15,6 +15,7 @@ import urllib.parse
 from types import SimpleNamespace
 
 import pytest
+from apps.engine_support import wait_until
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -36,17 +37,6 @@ def boom(message="boom"):
 
 def hold(gate):
     gate.wait(30)
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import uvicorn
+from apps.engine_support import wait_until
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from taskflow import TaskAdmin, TaskManager
@@ -37,17 +38,6 @@ async def anoop():
 
 def hold(gate):
     gate.wait(30)
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- SSE client

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,15 @@ def rows(path: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple
 def scalar(path: Path | str, sql: str, params: tuple[Any, ...] = ()) -> Any:
     result = rows(path, sql, params)
     return result[0][0] if result else None
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll a synchronous ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
