@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,12 @@ from taskflow import TaskAdmin, TaskContext, TaskManager, TaskStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "seed" / "setting-up-taskadmin.txt"
+# The API page lives beside the checkout (../shared), as on every development machine and CI
+# run; a clone elsewhere skips these tests, but CI must have the page.
+needs_seed = pytest.mark.skipif(
+    not SEED.exists() and not os.environ.get("CI"),
+    reason=f"the seed page {SEED.name} is not beside this checkout (../shared/seed/)",
+)
 
 
 def _other_tasks() -> int:
@@ -324,6 +331,7 @@ PRELUDE = (
 )
 
 
+@needs_seed
 def test_every_code_line_of_the_seed_page_is_in_a_tested_snippet():
     text = SEED.read_text(encoding="utf-8")
     code_lines = [
@@ -336,6 +344,7 @@ def test_every_code_line_of_the_seed_page_is_in_a_tested_snippet():
     assert len(SNIPPETS) >= 13
 
 
+@needs_seed
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[f"seed-{i}" for i in range(len(SNIPPETS))])
 async def test_seed_page_snippet_runs(snippet: str, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
