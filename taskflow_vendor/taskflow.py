@@ -1341,20 +1341,18 @@ class ManagedBackgroundTasks(BackgroundTasks):
         self,
         task_manager: TaskManager | None = None,
         background_tasks: BackgroundTasks | None = None,
-        *,
-        _batch: _RequestBatch | None = None,
     ) -> None:
         super().__init__()
-        if task_manager is None and _batch is None:
+        if not isinstance(task_manager, TaskManager):
             raise TypeError(
                 "ManagedBackgroundTasks needs a task_manager: use Depends(task_manager.get_tasks)"
                 " or task_manager.install(app)"
             )
-        self._manager = task_manager or _batch.manager  # type: ignore[union-attr]
+        self._manager = task_manager
         self._native = background_tasks
-        self._batch = _batch or _RequestBatch(self._manager)
+        self._batch = _RequestBatch(task_manager)
         self._pending: list[_Job] = []
-        self._scope: Any = None  # the request's ASGI scope, when made by get_tasks
+        self._scope: Any = None  # the request's ASGI scope, whose exit stacks it uses
 
     def add_task(  # type: ignore[override]
         self,
@@ -1395,19 +1393,22 @@ def _plain_background_tasks() -> BackgroundTasks:
     Only requests that pass through an installed app's middleware get a managed
     object, so other apps in the same process keep FastAPI's own class.
     """
-    batch = _installed_batch.get()
-    if batch is None:
+    installed = _installed.get()
+    if installed is None:
         return BackgroundTasks()
-    return ManagedBackgroundTasks(_batch=batch)
+    manager, scope = installed
+    tasks = ManagedBackgroundTasks(manager)
+    tasks._scope = scope  # the same dict FastAPI puts its exit stacks in
+    return tasks
 
 
-_installed_batch: contextvars.ContextVar[_RequestBatch | None] = contextvars.ContextVar(
-    "taskflow_installed_batch", default=None
+_installed: contextvars.ContextVar[tuple[TaskManager, Any] | None] = contextvars.ContextVar(
+    "taskflow_installed", default=None
 )
 
 
 class _InstallMiddleware:
-    """ASGI middleware added by ``install(app)``: binds the app's requests to a manager."""
+    """ASGI middleware added by ``install(app)``: tells the stand-in which manager serves it."""
 
     def __init__(self, app: Any, manager: TaskManager) -> None:
         self.app = app
@@ -1417,22 +1418,11 @@ class _InstallMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        batch = _RequestBatch(self.manager)
-        token = _installed_batch.set(batch)
-
-        async def send_after_commit(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                await batch.commit()
-            await send(message)
-
+        token = _installed.set((self.manager, scope))
         try:
-            await self.app(scope, receive, send_after_commit)
-        except BaseException as exc:
-            batch.abandon(f"request failed before its response was sent: {exc!r}"[:_MAX_ERROR])
-            raise
+            await self.app(scope, receive, send)
         finally:
-            _installed_batch.reset(token)
-        batch.abandon("request ended without sending its background tasks (error response)")
+            _installed.reset(token)
 
 
 def _make_get_tasks(manager: TaskManager) -> Callable[..., Any]:
