@@ -189,21 +189,8 @@ class Plain:
         return []
 
 
-class Ours:
-    """taskflow.py, imported from taskflow_vendor/ exactly as a service vendors it."""
-
-    name = "ours"
-    tracked = True
-    list_path = "/tasks?limit=100"
-
-    def __init__(self, **options):
-        sys.path.insert(0, os.environ.get("BENCH_TASKFLOW_DIR") or str(ROOT / "taskflow_vendor"))
-        import taskflow
-
-        self.mod = taskflow
-        self.options = options
-        self.tm = taskflow.TaskManager(**options)
-        self.ids: list = []
+class Tracked:
+    """What ours and the peer share: the same registration and the same enqueue app."""
 
     def register(self, func, **options):
         self.tm.task(**options)(func)
@@ -224,6 +211,23 @@ class Ours:
             return {"task_id": task_id}
 
         return app
+
+
+class Ours(Tracked):
+    """taskflow.py, imported from taskflow_vendor/ exactly as a service vendors it."""
+
+    name = "ours"
+    tracked = True
+    list_path = "/tasks?limit=100"
+
+    def __init__(self, **options):
+        sys.path.insert(0, os.environ.get("BENCH_TASKFLOW_DIR") or str(ROOT / "taskflow_vendor"))
+        import taskflow
+
+        self.mod = taskflow
+        self.options = options
+        self.tm = taskflow.TaskManager(**options)
+        self.ids: list = []
 
     def add(self, func):
         return self.tm.add_task(func)
@@ -261,7 +265,7 @@ class Ours:
         return problems
 
 
-class Peer:
+class Peer(Tracked):
     """fastapi-taskflow 0.12.1 (the peer); it has no max_history, the option is dropped."""
 
     name = "peer"
@@ -276,26 +280,6 @@ class Peer:
         self.tm = fastapi_taskflow.TaskManager(**options)
         self.ids: list = []
         self._bt = fastapi_taskflow.ManagedBackgroundTasks(self.tm)
-
-    def register(self, func, **options):
-        self.tm.task(**options)(func)
-        return func
-
-    def build_app(self, func, admin=True):
-        from fastapi import Depends, FastAPI
-
-        app = FastAPI()
-        if admin:
-            self.mod.TaskAdmin(app, self.tm)
-        tm, ids = self.tm, self.ids
-
-        @app.post("/enqueue")
-        async def enqueue(tasks=Depends(tm.get_tasks)):
-            task_id = tasks.add_task(func)
-            ids.append(task_id)
-            return {"task_id": task_id}
-
-        return app
 
     def add(self, func):
         # The peer has no enqueue outside a request; eager=True dispatches at once.
