@@ -16,11 +16,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from apps.engine_support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +33,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _deadline_wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _query(db: Path, sql: str, params=()) -> list[tuple]:
@@ -105,7 +94,7 @@ class Server:
             except httpx.HTTPError:
                 return False
 
-        _deadline_wait(ready, 60, "uvicorn to answer")
+        wait_until(ready, 60, "uvicorn to answer")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -190,7 +179,7 @@ def test_sigkill_loses_no_persisted_task(tmp_path: Path, servers):
         statuses = collections.Counter(_statuses(db).values())
         return statuses["success"] == 40 and statuses["running"] == limit and statuses
 
-    at_kill_counts = _deadline_wait(settled, 60, "40 successes and 8 running tasks in the file")
+    at_kill_counts = wait_until(settled, 60, "40 successes and 8 running tasks in the file")
     assert at_kill_counts["pending"] == 200 - 40 - limit
 
     first.kill()
@@ -210,7 +199,7 @@ def test_sigkill_loses_no_persisted_task(tmp_path: Path, servers):
         statuses = _statuses(db)
         return len(statuses) == 200 and set(statuses.values()) <= FINAL and statuses
 
-    final = _deadline_wait(all_final, 90, "every task to reach a final status after restart")
+    final = wait_until(all_final, 90, "every task to reach a final status after restart")
     assert second.stop() == 0
     output = first.output() + second.output()
     assert "database is locked" not in output
@@ -252,7 +241,7 @@ def test_two_workers_share_one_file_after_a_crash(tmp_path: Path, servers):
     blocker = _enqueue(crashed.url, [("slow", 0)])[0][0]
     # Gated tasks: whoever claims them holds them until both workers have started.
     left_pending = [t for t, _ in _enqueue(crashed.url, [("gated", n) for n in range(100)])]
-    _deadline_wait(lambda: _statuses(db).get(blocker) == "running", 30, "the blocker to be running")
+    wait_until(lambda: _statuses(db).get(blocker) == "running", 30, "the blocker to be running")
     crashed.kill()
     assert collections.Counter(_statuses(db).values()) == {"pending": 100, "running": 1}
 
@@ -266,7 +255,7 @@ def test_two_workers_share_one_file_after_a_crash(tmp_path: Path, servers):
         seen.add(httpx.get(f"{workers.url}/health", timeout=5).json()["pid"])
         return len(seen) >= 2
 
-    _deadline_wait(two_pids, 60, "both workers to answer")
+    wait_until(two_pids, 60, "both workers to answer")
     # Both have finished their startup (and its claim); now let the requeued tasks finish.
     (tmp_path / "gate").touch()
 
@@ -296,7 +285,7 @@ def test_two_workers_share_one_file_after_a_crash(tmp_path: Path, servers):
         statuses = _statuses(db)
         return len(statuses) == 341 and set(statuses.values()) <= FINAL and statuses
 
-    final = _deadline_wait(all_final, 120, "every task to finish under two workers")
+    final = wait_until(all_final, 120, "every task to finish under two workers")
     assert workers.stop() == 0
 
     marks = _marks(ran)
