@@ -384,8 +384,9 @@ class _Store:
         self.idempotency: dict[str, str] = {}  # key -> id of a task in memory
         # key -> (id, final status) of tasks that left memory but stay in the database
         self.idempotency_gone: dict[str, tuple[str, TaskStatus]] = {}
-        self.keep_evicted_counts = False  # True with a database: evicted rows stay queryable
-        self.track_dirty = False  # True with a database: changed records wait to be written
+        # With a database, changed records wait to be written and evicted ones stay
+        # queryable (so they stay counted, and keep their idempotency keys).
+        self.persistent = False
         self.seq = 0
         self.changes: deque[tuple[int, str]] = deque(maxlen=4096)
         self.watchers: set[asyncio.Event] = set()
@@ -413,7 +414,7 @@ class _Store:
     def notify(self, record: TaskRecord) -> None:
         """Record that ``record`` changed: mark it for writing and wake listeners."""
         self.seq += 1
-        if self.track_dirty:
+        if self.persistent:
             self.dirty[record.task_id] = record
         self.changes.append((self.seq, record.task_id))
         for event in self.watchers:
@@ -466,10 +467,10 @@ class _Store:
         key = record.idempotency_key
         if key and self.idempotency.get(key) == task_id:
             del self.idempotency[key]
-            if evicted and self.keep_evicted_counts:
+            if evicted and self.persistent:
                 self.remember_key(key, task_id, record.status)
         # An evicted record stays counted while a database can still answer for it.
-        if not (evicted and self.keep_evicted_counts):
+        if not (evicted and self.persistent):
             self.func(record.func_name).counts[record.status] -= 1
         return record
 
@@ -959,6 +960,14 @@ class _Database:
             return claimed
 
         return await self.atomic(work)  # type: ignore[no-any-return]
+
+    async def unfinished_names(self) -> list[str]:
+        """Functions that have pending or running rows in the file."""
+        assert self.conn is not None
+        async with self.conn.execute(
+            "SELECT DISTINCT func_name FROM tasks WHERE status IN ('pending', 'running')"
+        ) as cur:
+            return [row[0] for row in await cur.fetchall()]
 
     async def get(self, task_id: str) -> TaskRecord | None:
         assert self.conn is not None
@@ -1541,7 +1550,7 @@ class TaskManager:
         self._registry: dict[str, tuple[Callable[..., Any], TaskConfig]] = {}
         self._configs: dict[Any, TaskConfig] = {}
         self._store = _Store(max_history)
-        self._store.keep_evicted_counts = self._store.track_dirty = self.snapshot_db is not None
+        self._store.persistent = self.snapshot_db is not None
         self._jobs: dict[str, _Job] = {}
         self._backlog: list[_Job] = []
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -2262,12 +2271,23 @@ class TaskManager:
                 logger.exception("taskflow maintenance step failed; will try again")
 
     async def _claim(self) -> None:
-        """Adopt unfinished tasks of dead processes: run them again or mark them interrupted."""
+        """Adopt unfinished tasks of dead processes: run them again or mark them interrupted.
+
+        With ``requeue_pending`` only tasks of functions registered here are claimed
+        (another process sharing the file may be the one that can run them);
+        without it every orphan is claimed, to be marked interrupted.
+        """
         assert self._db is not None and self._write_lock is not None
+        names = set(self._registry)
+        if not self.requeue_pending:
+            names |= set(await self._db.unfinished_names())
         async with self._write_lock:
-            records = await self._db.claim_orphans(self._registry)
+            records = await self._db.claim_orphans(names)
         for record in records:
-            func, config = self._registry[record.func_name]
+            func, config = self._registry.get(record.func_name) or (
+                _noop,
+                TaskConfig(record.func_name),
+            )
             was_running = record.status is TaskStatus.RUNNING
             record.durable = True
             self._store.add(record, counted=True)  # the file counted it
@@ -2323,10 +2343,7 @@ class TaskManager:
                 async with self._write_lock:
                     await self._write(heartbeat=True)
                     await self._db.load_stats(self._store)
-                if self.requeue_pending:
-                    await self._claim()
-                else:
-                    await self._interrupt_orphans()
+                await self._claim()
             if self.retention_days is not None:
                 await self.prune(older_than=timedelta(days=self.retention_days))
         except BaseException:
@@ -2338,33 +2355,6 @@ class TaskManager:
         backlog, self._backlog = self._backlog, []
         for job in backlog:
             self._release(job)
-
-    async def _interrupt_orphans(self) -> None:
-        """Without requeue_pending, dead processes' unfinished rows become interrupted."""
-        assert self._db is not None and self._write_lock is not None
-        async with self._write_lock:
-            records = await self._db.claim_orphans(
-                {r[0] for r in await self._db_names()} | set(self._registry)
-            )
-        for record in records:
-            record.requeue = False
-            self._store.add(record, counted=True)
-            job = _Job(
-                self, record, _noop, TaskConfig(record.func_name), contextvars.copy_context()
-            )
-            self._jobs[record.task_id] = job
-            self._finish(
-                job,
-                TaskStatus.INTERRUPTED,
-                error="the process running this task stopped before it finished",
-            )
-
-    async def _db_names(self) -> list[tuple[str]]:
-        assert self._db is not None and self._db.conn is not None
-        async with self._db.conn.execute(
-            "SELECT DISTINCT func_name FROM tasks WHERE status IN ('pending', 'running')"
-        ) as cur:
-            return list(await cur.fetchall())
 
     async def shutdown(self) -> None:
         """Stop: wait up to ``shutdown_timeout`` for running tasks, then interrupt the rest.
