@@ -2226,10 +2226,13 @@ class TaskManager:
 
     async def flush(self) -> int:
         """Write every changed record to ``snapshot_db`` now; returns how many rows."""
+        return await self._flush(heartbeat=False)
+
+    async def _flush(self, *, heartbeat: bool) -> int:
         if self._db is None or self._db.conn is None or self._write_lock is None:
             return 0
         async with self._write_lock:
-            return await self._write(heartbeat=False)
+            return await self._write(heartbeat=heartbeat)
 
     async def _write(self, *, heartbeat: bool) -> int:
         assert self._db is not None
@@ -2254,10 +2257,7 @@ class TaskManager:
         while True:
             await asyncio.sleep(self.snapshot_interval)
             try:
-                if self._db is not None:
-                    assert self._write_lock is not None
-                    async with self._write_lock:
-                        await self._write(heartbeat=True)
+                await self._flush(heartbeat=True)
                 now = time.monotonic()
                 if self.requeue_pending and now - last_claim >= 5.0:
                     last_claim = now
