@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
+import taskflow
 from apps.engine_support import wait_until
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -99,15 +100,20 @@ def run_many(env, func, n):
     return ids
 
 
-def age(env, task_id, days):
-    """Move a finished task's timestamps ``days`` into the past (test data, not a mock)."""
-    record = env.tm.get(task_id)
+def age(tm, task_id, days):
+    """Move a finished task's timestamps ``days`` into the past (test data, not a mock).
+
+    ``get()`` hands out a copy of a finished record, so the aged copy is put back
+    in the store's frozen form.
+    """
+    record = tm.get(task_id)
     shift = days * 86400
     record.created -= shift
     if record.started is not None:
         record.started -= shift
     if record.ended is not None:
         record.ended -= shift
+    tm._store.records[task_id] = taskflow._freeze(record)
 
 
 def detail_of(response):
@@ -496,8 +502,8 @@ def test_retry_failed_windows_and_func_name(env):
     old = run(env, afail)
     ancient = run(env, boom)
     run(env, ok)
-    age(env, old, 1)  # 24 h ago: outside 6h, inside 2d
-    age(env, ancient, 5)  # outside 2d
+    age(env.tm, old, 1)  # 24 h ago: outside 6h, inside 2d
+    age(env.tm, ancient, 5)  # outside 2d
 
     def replayed(**params):
         r = env.c.post("/tasks/retry-failed", params=params)
@@ -542,7 +548,7 @@ def test_delete_history_removes_old_finished_only(env):
     live = env.tm.add_task(hold, env.gate)
     wait_status(env, live, "running")
     for task_id in (old_ok, old_failed):
-        age(env, task_id, 3)
+        age(env.tm, task_id, 3)
     env.tm.get(live).created -= 10 * 86400  # a live task is never deleted, however old
 
     r = env.c.delete("/tasks/history", params={"value": 2, "unit": "day"})
@@ -559,7 +565,7 @@ def test_delete_history_removes_old_finished_only(env):
 def test_delete_history_units(env, value, unit):
     keep = run(env, ok)
     gone = run(env, ok)
-    age(env, gone, 3)
+    age(env.tm, gone, 3)
     r = env.c.delete("/tasks/history", params={"value": value, "unit": unit})
     assert r.status_code == 200 and r.json()["deleted"] == 1
     assert env.c.get(f"/tasks/{keep}").status_code == 200
@@ -902,10 +908,7 @@ def test_retention_days_overrides_the_managers():
         assert client.get("/tasks/health").status_code == 200
         task_id = tm.add_task(ok)
         wait_until(lambda: tm.get(task_id).status.value == "success")
-        record = tm.get(task_id)
-        record.created -= 3 * 86400
-        record.started -= 3 * 86400
-        record.ended -= 3 * 86400
+        age(tm, task_id, 3)
     # A restart applies retention: 3 days is past the overriding 1 day (not the 365 given).
     with TestClient(app) as client:
         assert client.get(f"/tasks/{task_id}").status_code == 404

@@ -327,6 +327,83 @@ def _display(value: Any) -> Any:
         return repr(value)
 
 
+# A finished record is kept as a plain tuple ("frozen"), not a TaskRecord. The
+# garbage collector stops tracking a tuple that holds only atomic values, so the
+# up to max_history kept records add nothing to its full collections (with
+# objects, those pauses grew with the history); a tuple is also smaller, and the
+# rarely set fields share one slot. Layout:
+#   (task_id, func_name, status value, created, started, ended, retries_used,
+#    error, args, kwargs, flags, rare)
+# flags: 1 persist, 2 requeue, 4 durable; rare: None or
+#   (stacktrace, logs, tags, retry_of, idempotency_key, attempts).
+# Dicts and lists become flat tuples (kwargs and tags: k1, v1, k2, v2...; attempts:
+# 4 values each): the collector keeps tracking a tuple that holds a dict or a
+# list, even an empty one, and each level of nested tuples costs one more young
+# collection before the record is untracked.
+_F_ID, _F_NAME, _F_STATUS, _F_CREATED, _F_STARTED, _F_ENDED = range(6)
+_F_RARE = 11
+_STATUS_OF = {s.value: s for s in TaskStatus}
+
+
+def _flat(mapping: dict[str, Any] | None) -> tuple[Any, ...]:
+    return tuple(itertools.chain.from_iterable(mapping.items())) if mapping else ()
+
+
+def _unflat(flat: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _freeze(r: TaskRecord) -> tuple[Any, ...]:
+    rare = None
+    if r.stacktrace or r.logs or r.tags or r.retry_of or r.idempotency_key or r.attempts:
+        rare = (
+            r.stacktrace,
+            tuple(r.logs) if r.logs else None,
+            _flat(r.tags) or None,
+            r.retry_of,
+            r.idempotency_key,
+            tuple(itertools.chain.from_iterable(r.attempts)) if r.attempts else None,
+        )
+    kwargs = _flat(r.kwargs)
+    return (
+        r.task_id,
+        r.func_name,
+        r.status.value,
+        r.created,
+        r.started,
+        r.ended,
+        r.retries_used,
+        r.error,
+        r.args,
+        kwargs,
+        r.persist | r.requeue << 1 | r.durable << 2,
+        rare,
+    )
+
+
+def _thaw(f: tuple[Any, ...]) -> TaskRecord:
+    """A TaskRecord from a frozen one (a copy: changing it changes nothing kept)."""
+    r = TaskRecord.__new__(TaskRecord)
+    (r.task_id, r.func_name, status, r.created, r.started, r.ended) = f[:6]
+    r.status = _STATUS_OF[status]
+    r.retries_used, r.error, r.args, kwargs, flags, rare = f[6:]
+    r.kwargs = _unflat(kwargs) if kwargs else _EMPTY_KWARGS
+    r.persist, r.requeue, r.durable = bool(flags & 1), bool(flags & 2), bool(flags & 4)
+    if rare is None:
+        r.stacktrace = r.logs = r.tags = r.retry_of = r.idempotency_key = r.attempts = None
+    else:
+        r.stacktrace, logs, tags, r.retry_of, r.idempotency_key, attempts = rare
+        r.tags = _unflat(tags) if tags else None
+        r.logs = list(logs) if logs else None
+        r.attempts = [list(attempts[i : i + 4]) for i in range(0, len(attempts or ()), 4)] or None
+    return r
+
+
+def _frozen_key(f: tuple[Any, ...]) -> str | None:
+    rare = f[_F_RARE]
+    return rare[4] if rare else None
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskContext:
     """What a running task can learn about itself through ``get_task_context()``."""
@@ -374,13 +451,19 @@ class _FuncStats:
 
 
 class _Store:
-    """Records in memory, bounded: live ones plus the newest ``max_history`` finished."""
+    """Records in memory, bounded: live ones plus the newest ``max_history`` finished.
+
+    ``records`` maps a task id to its ``TaskRecord`` while the task is pending or
+    running, and to its frozen tuple (see ``_freeze``) once it is final. ``get``
+    gives a ``TaskRecord`` either way.
+    """
 
     def __init__(self, max_history: int) -> None:
         self.max_history = max_history
-        self.records: dict[str, TaskRecord] = {}
+        self.records: dict[str, TaskRecord | tuple[Any, ...]] = {}
         self.finished: deque[str] = deque()
-        self.dirty: dict[str, TaskRecord] = {}  # changed since the last database write
+        # changed since the last database write: TaskRecord or frozen tuple
+        self.dirty: dict[str, TaskRecord | tuple[Any, ...]] = {}
         self.idempotency: dict[str, str] = {}  # key -> id of a task in memory
         # key -> (id, final status) of tasks that left memory but stay in the database
         self.idempotency_gone: dict[str, tuple[str, TaskStatus]] = {}
@@ -398,6 +481,15 @@ class _Store:
         self.recent = _Ring(min(max(1000, self.max_history), 100_000))
         self.metrics_cache: tuple[Any, dict[str, Any]] | None = None
 
+    def get(self, task_id: str, *, unwritten: bool = False) -> TaskRecord | None:
+        """The record of ``task_id`` (with ``unwritten``, also one evicted but not yet written)."""
+        entry = self.records.get(task_id)
+        if entry is None and unwritten:
+            entry = self.dirty.get(task_id)
+        if type(entry) is tuple:
+            return _thaw(entry)
+        return entry  # type: ignore[return-value]
+
     def sample(self, name: str, duration: float) -> None:
         stats = self.func(name)
         stats.dur_n += 1
@@ -414,21 +506,31 @@ class _Store:
     def notify(self, record: TaskRecord) -> None:
         """Record that ``record`` changed: mark it for writing and wake listeners."""
         self.seq += 1
+        task_id = record.task_id
         if self.persistent:
-            self.dirty[record.task_id] = record
-        self.changes.append((self.seq, record.task_id))
+            # Once final, the frozen form is what is kept (and written).
+            self.dirty[task_id] = self.records.get(task_id) or record
+        self.changes.append((self.seq, task_id))
         for event in self.watchers:
             event.set()
 
+    def logged(self, record: TaskRecord) -> None:
+        """A log line was added to ``record``; a finished one's frozen form is made again."""
+        if type(self.records.get(record.task_id)) is tuple:
+            self.records[record.task_id] = _freeze(record)
+        self.notify(record)
+
     def add(self, record: TaskRecord, *, counted: bool = False) -> None:
         """Take in a record; ``counted`` when the database's counters already include it."""
-        self.records[record.task_id] = record
         if not counted:
             self.func(record.func_name).counts[record.status] += 1
         if record.idempotency_key:
             self.idempotency[record.idempotency_key] = record.task_id
         if record.status in _FINAL:
+            self.records[record.task_id] = _freeze(record)
             self.finished.append(record.task_id)
+        else:
+            self.records[record.task_id] = record
         self.notify(record)
 
     def move(self, record: TaskRecord, status: TaskStatus) -> None:
@@ -456,23 +558,27 @@ class _Store:
                 for old in [m for m in self.minutes if m < horizon]:
                     del self.minutes[old]
             slot[record.status is TaskStatus.FAILED] += 1
-        self.finished.append(record.task_id)
-        while len(self.finished) > self.max_history:
-            self.forget(self.finished.popleft(), evicted=True)
+        if record.task_id in self.records:
+            self.records[record.task_id] = _freeze(record)
+            self.finished.append(record.task_id)
+            while len(self.finished) > self.max_history:
+                self.forget(self.finished.popleft(), evicted=True)
 
-    def forget(self, task_id: str, *, evicted: bool = False) -> TaskRecord | None:
-        record = self.records.pop(task_id, None)
-        if record is None:
-            return None
-        key = record.idempotency_key
+    def forget(self, task_id: str, *, evicted: bool = False) -> None:
+        entry = self.records.pop(task_id, None)
+        if entry is None:
+            return
+        if type(entry) is tuple:
+            key, name, status = _frozen_key(entry), entry[_F_NAME], _STATUS_OF[entry[_F_STATUS]]
+        else:
+            key, name, status = entry.idempotency_key, entry.func_name, entry.status
         if key and self.idempotency.get(key) == task_id:
             del self.idempotency[key]
             if evicted and self.persistent:
-                self.remember_key(key, task_id, record.status)
+                self.remember_key(key, task_id, status)
         # An evicted record stays counted while a database can still answer for it.
         if not (evicted and self.persistent):
-            self.func(record.func_name).counts[record.status] -= 1
-        return record
+            self.func(name).counts[status] -= 1
 
     def remember_key(self, key: str, task_id: str, status: TaskStatus) -> None:
         gone = self.idempotency_gone
@@ -692,28 +798,34 @@ def _encode_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, st
     return encoded
 
 
-def _row(record: TaskRecord, owner: str) -> tuple[Any, ...]:
-    encoded = _encode_args(record.args, record.kwargs)
+def _row(frozen: tuple[Any, ...], owner: str) -> tuple[Any, ...]:
+    """The ``tasks`` row of a frozen record (see ``_freeze``)."""
+    task_id, name, status, created, started, ended, retries, error, args, kwargs, flags, rare = (
+        frozen
+    )
+    stacktrace, logs, tags, retry_of, idem, attempts = rare or (None,) * 6
+    encoded = _encode_args(args, _unflat(kwargs))
+    duration = None if started is None or ended is None else max(0.0, ended - started)
     return (
-        record.task_id,
-        record.func_name,
-        record.status.value,
-        record.created,
-        record.started,
-        record.ended,
-        record.duration,
-        record.retries_used,
-        record.error,
-        record.stacktrace,
-        _json_or_none(record.logs),
-        _json_or_none(record.tags),
+        task_id,
+        name,
+        status,
+        created,
+        started,
+        ended,
+        duration,
+        retries,
+        error,
+        stacktrace,
+        _json_or_none(logs),
+        _json_or_none(_unflat(tags) if tags else None),
         encoded[0] if encoded else None,
         encoded[1] if encoded else None,
-        record.retry_of,
-        record.idempotency_key,
-        _json_or_none(record.attempts),
-        int(record.persist),
-        int(record.requeue and encoded is not None),
+        retry_of,
+        idem,
+        _json_or_none([attempts[i : i + 4] for i in range(0, len(attempts or ()), 4)]),
+        flags & 1,
+        int(bool(flags & 2) and encoded is not None),
         owner,
     )
 
@@ -1048,7 +1160,8 @@ class _Database:
                 store.func(name).recent.add(duration)
                 store.recent.add(duration)
         # Records in memory that the file does not hold yet still count.
-        for record in store.dirty.values():
+        for entry in store.dirty.values():
+            record = _thaw(entry) if type(entry) is tuple else entry
             if not record.durable:
                 store.func(record.func_name).counts[record.status] += 1
 
@@ -1381,19 +1494,17 @@ class ManagedBackgroundTasks(BackgroundTasks):
             return task_id
         if self._scope is not None:
             self._batch.arm(self._scope)
-        if not self._pending:
+        if not self._pending:  # the first task, or the earlier ones were released
+            # A fresh list handed to the manager, not a bound method of self: no
+            # reference cycle, so nothing of the request waits for the collector.
+            self._pending = []
             target = self._native if self._native is not None else super()
-            target.add_task(self._release)
+            target.add_task(self._manager._release_all, self._pending)
         self._pending.append(job)
         self._batch.held.append(job)
         if job.record.persist:
             self._batch.durable.append(job.record)
         return task_id
-
-    async def _release(self) -> None:
-        jobs, self._pending = self._pending, []
-        for job in jobs:
-            self._manager._release(job)
 
 
 def _plain_background_tasks() -> BackgroundTasks:
@@ -1751,9 +1862,9 @@ class TaskManager:
     def _by_idempotency(self, key: str) -> str | None:
         store = self._store
         task_id = store.idempotency.get(key)
-        record = store.records.get(task_id) if task_id is not None else None
-        if record is not None:
-            task_id, status = record.task_id, record.status
+        entry = store.records.get(task_id) if task_id is not None else None
+        if entry is not None:
+            status = _STATUS_OF[entry[_F_STATUS]] if type(entry) is tuple else entry.status
         elif key in store.idempotency_gone:
             task_id, status = store.idempotency_gone[key]
         elif self._db is not None and (found := self._key_in_file(key)) is not None:
@@ -1791,6 +1902,12 @@ class TaskManager:
             return None
         return (row[0], TaskStatus(row[1])) if row else None
 
+    async def _release_all(self, jobs: list[_Job]) -> None:
+        """Start a response's held tasks (run as that response's background)."""
+        for job in jobs:
+            self._release(job)
+        jobs.clear()
+
     def _release(self, job: _Job) -> None:
         """Start a task whose request has answered (or that was added directly)."""
         job.held = False
@@ -1819,6 +1936,10 @@ class TaskManager:
         finally:
             if self._slots is not None:
                 self._slots.release()
+            if record.status in _FINAL:
+                # Job -> asyncio task -> its context -> job: break the cycle so the
+                # task's objects go at once, not at the next garbage collection.
+                job.handle = None
 
     async def _attempts(self, job: _Job, record: TaskRecord, config: TaskConfig) -> None:
         record.started = time.time()
@@ -1935,6 +2056,8 @@ class TaskManager:
         record.error = error
         record.stacktrace = stacktrace
         record.requeue = False
+        if record.attempts and record.attempts[-1][2] is None:  # close the open attempt
+            record.attempts[-1][2:] = [record.ended, error]
         self._jobs.pop(record.task_id, None)
         level = "info" if status is TaskStatus.SUCCESS else "error"
         self._store.move(record, status)
@@ -1955,9 +2078,9 @@ class TaskManager:
             self._logfile.write(level, record, message, extra)
         if self._loop is not None and threading.get_ident() != self._loop_thread:
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._store.notify, record)
+                self._loop.call_soon_threadsafe(self._store.logged, record)
         else:
-            self._store.notify(record)
+            self._store.logged(record)
 
     def _event(self, record: TaskRecord, level: str, message: str, **extra: Any) -> None:
         if self._logfile is not None:
@@ -1966,12 +2089,15 @@ class TaskManager:
     # -- control ---------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskRecord | None:
-        """The record of a live or recent task, from memory; None if not there."""
-        return self._store.records.get(task_id)
+        """The record of a live or recent task, from memory; None if not there.
+
+        A finished task's record is a copy made for this call: it no longer changes.
+        """
+        return self._store.get(task_id)
 
     async def fetch(self, task_id: str) -> TaskRecord | None:
         """The record of any known task: memory first, then the database."""
-        record = self._store.records.get(task_id) or self._store.dirty.get(task_id)
+        record = self._store.get(task_id, unwritten=True)
         if record is None and self._db is not None and self._db.conn is not None:
             record = await self._db.get(task_id)
         return record
@@ -1984,7 +2110,7 @@ class TaskManager:
         ignored, but its thread runs to the end: Python cannot stop a thread.
         Raises ``TaskNotFound`` or ``TaskStateError``.
         """
-        record = self._store.records.get(task_id)
+        record = self._store.get(task_id)
         job = self._jobs.get(task_id)
         if record is None:
             raise TaskNotFound(f"no live task with id {task_id!r}")
@@ -2096,25 +2222,40 @@ class TaskManager:
             counted = not (q or lo is not None or hi is not None)
             return await self._db.query(where, params, order, limit, offset, counted=counted)
         needle = q.lower() if q else None
+        records = self._store.records
+        # Filter and sort the frozen form (live records are few; freeze them too).
         rows = [
-            r
-            for r in self._store.records.values()
-            if (not statuses or r.status.value in statuses)
-            and (not func_name or r.func_name == func_name)
-            and (not needle or r.task_id.startswith(needle) or needle in r.func_name.lower())
-            and (lo is None or r.created >= lo)
-            and (hi is None or r.created <= hi)
+            f
+            for f in (e if type(e) is tuple else _freeze(e) for e in records.values())
+            if (not statuses or f[_F_STATUS] in statuses)
+            and (not func_name or f[_F_NAME] == func_name)
+            and (not needle or f[_F_ID].startswith(needle) or needle in f[_F_NAME].lower())
+            and (lo is None or f[_F_CREATED] >= lo)
+            and (hi is None or f[_F_CREATED] <= hi)
         ]
-        attr = {"created_at": "created", "start_time": "started", "end_time": "ended"}.get(key, key)
+        index = {
+            "created_at": _F_CREATED,
+            "start_time": _F_STARTED,
+            "end_time": _F_ENDED,
+            "func_name": _F_NAME,
+            "status": _F_STATUS,
+        }.get(key)
 
-        def sort_key(r: TaskRecord) -> Any:
-            value = r.duration if attr == "duration" else getattr(r, attr)
-            if isinstance(value, TaskStatus):
-                value = value.value
-            return (value is not None, value if value is not None else 0, r.created)
+        def sort_key(f: tuple[Any, ...]) -> Any:
+            if index is not None:
+                value = f[index]
+            elif f[_F_STARTED] is None or f[_F_ENDED] is None:
+                value = None  # duration of an unfinished task
+            else:
+                value = max(0.0, f[_F_ENDED] - f[_F_STARTED])
+            return (value is not None, value if value is not None else 0, f[_F_CREATED])
 
         rows.sort(key=sort_key, reverse=descending)
-        return rows[offset : offset + limit], len(rows)
+        page = []
+        for f in rows[offset : offset + limit]:
+            live = records.get(f[_F_ID])
+            page.append(live if isinstance(live, TaskRecord) else _thaw(f))
+        return page, len(rows)
 
     def metrics(self) -> dict[str, Any]:
         """Counts per status, success rate, durations, per-function figures, per-minute series.
@@ -2152,15 +2293,15 @@ class TaskManager:
             cutoff = float("-inf")
         store = self._store
         gone = [
-            r
-            for r in list(store.records.values())
-            if r.status in _FINAL and r.ended is not None and r.ended < cutoff
+            f[_F_ID]
+            for f in store.records.values()
+            if type(f) is tuple and f[_F_ENDED] is not None and f[_F_ENDED] < cutoff
         ]
-        for record in gone:
-            store.forget(record.task_id)
-            store.dirty.pop(record.task_id, None)
+        for task_id in gone:
+            store.forget(task_id)
+            store.dirty.pop(task_id, None)
         if gone:
-            ids = {r.task_id for r in gone}
+            ids = set(gone)
             store.finished = deque(i for i in store.finished if i not in ids)
         deleted = len(gone)
         if self._db is not None and self._db.conn is not None:
@@ -2240,7 +2381,8 @@ class TaskManager:
         if not store.dirty and not heartbeat:
             return 0
         batch, store.dirty = store.dirty, {}
-        rows = [_row(r, self._owner) for r in batch.values()]
+        owner = self._owner
+        rows = [_row(r if type(r) is tuple else _freeze(r), owner) for r in batch.values()]
         try:
             await self._db.write(rows, heartbeat=heartbeat)
         except BaseException:
@@ -2248,7 +2390,8 @@ class TaskManager:
                 store.dirty.setdefault(task_id, record)
             raise
         for record in batch.values():
-            record.durable = True
+            if type(record) is TaskRecord:
+                record.durable = True
         return len(rows)
 
     async def _maintain(self) -> None:
@@ -3302,7 +3445,7 @@ class _Admin:
         cached = self.event_cache.get(task_id)
         if cached is None or cached[0] != changed_at:
             store = self.manager._store
-            record = store.records.get(task_id) or store.dirty.get(task_id)
+            record = store.get(task_id, unwritten=True)
             if record is None:
                 return ""  # evicted meanwhile: the page's next reload shows it
             if len(self.event_cache) > 4096:
