@@ -323,6 +323,27 @@ IMPLS = {"plain": Plain, "ours": Ours, "peer": Peer}
 # ---------------------------------------------------------------------------------------------
 
 
+async def start_app(app):
+    """Run ``app``'s ASGI lifespan startup, as a server does; returns a coroutine function
+    that runs its shutdown. Both ours (TaskAdmin) and the peer start their manager there."""
+    to_app, from_app = asyncio.Queue(), asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    runner = asyncio.create_task(app(scope, to_app.get, from_app.put))
+    await to_app.put({"type": "lifespan.startup"})
+    message = await asyncio.wait_for(from_app.get(), 60)
+    if message["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"lifespan startup failed: {message}")
+
+    async def stop():
+        await to_app.put({"type": "lifespan.shutdown"})
+        message = await asyncio.wait_for(from_app.get(), 60)
+        await runner
+        if message["type"] != "lifespan.shutdown.complete":
+            raise RuntimeError(f"lifespan shutdown failed: {message}")
+
+    return stop
+
+
 async def wait_until(predicate, timeout, interval=0.002):
     end = time.perf_counter() + timeout
     while not predicate():
@@ -421,7 +442,7 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
     func = noop_async if kind == "async" else noop_sync
     impl.register(func, **({"persist": True} if persist else {}))
     app = impl.build_app(func)
-    await impl.startup()
+    stop = await start_app(app)  # as a server starts it (ours: TaskAdmin starts the manager)
     n, warm, conc = (
         size("enqueue_n", quick),
         size("enqueue_warm", quick),
@@ -443,7 +464,7 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
                 elapsed = time.perf_counter() - t0
                 cpu = time.process_time() - cpu0
     finally:
-        await impl.shutdown()
+        await stop()
     errors.update(err_w)
     if errors:
         problems.append(f"HTTP errors: {dict(errors)}")
@@ -823,7 +844,7 @@ async def sc_endpoint(args, problems, which):
     for func in (noop_async, boom):
         impl.register(func)
     app = impl.build_app(noop_async)
-    await impl.startup()
+    await start_app(app)  # no shutdown: see below
     path = impl.list_path if which == "list" else "/tasks/metrics"
     latencies = []
     max_requests = size("list_requests", args.quick)
