@@ -808,22 +808,33 @@ _SORTS = {
 }
 
 
+# One encoder for every compact JSON text (json.dumps with options builds one per call).
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+_NO_ARGS = ("[]", "{}")
+_EXACT_SCALARS = frozenset({str, int, bool, type(None)})  # JSON gives these back unchanged
+
+
 def _json_or_none(value: Any) -> str | None:
     if not value:
         return None
-    return json.dumps(value, separators=(",", ":"))
+    return _compact_json(value)
 
 
 def _encode_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str] | None:
     """JSON of the arguments, or None when JSON cannot hold them faithfully."""
+    if not args and not kwargs:
+        return _NO_ARGS
     try:
-        encoded = (
-            json.dumps(list(args), separators=(",", ":")),
-            json.dumps(kwargs, separators=(",", ":")),
-        )
+        encoded = (_compact_json(list(args)), _compact_json(kwargs))
     except (TypeError, ValueError):
         return None
-    # Tuples come back as lists and non-str dict keys as str: refuse what would not round-trip.
+    # Tuples come back as lists, non-str dict keys as str and NaN unequal: refuse what
+    # would not round-trip. Plain scalars always do, so only containers are decoded.
+    if all(
+        type(v) in _EXACT_SCALARS or (type(v) is float and math.isfinite(v))
+        for v in itertools.chain(args, kwargs.values())
+    ):
+        return encoded
     if json.loads(encoded[0]) != list(args) or json.loads(encoded[1]) != kwargs:
         return None
     return encoded
@@ -1470,9 +1481,9 @@ class _RequestBatch:
         return False
 
     async def commit(self) -> None:
-        if self.durable and any(not r.durable for r in self.durable):
-            await self.manager.flush()
-        self.durable = []
+        records, self.durable = self.durable, []
+        if records:
+            await self.manager._make_durable(records)
 
     def abandon(self, reason: str) -> None:
         held, self.held = self.held, []
@@ -2396,6 +2407,18 @@ class TaskManager:
     async def flush(self) -> int:
         """Write every changed record to ``snapshot_db`` now; returns how many rows."""
         return await self._flush(heartbeat=False)
+
+    async def _make_durable(self, records: list[TaskRecord]) -> None:
+        """Write ``records`` before a response goes out, unless a write took them meanwhile.
+
+        Requests that wait here together share one write (a group commit): the
+        first writes every changed row, the others find theirs already durable.
+        """
+        if self._db is None or self._db.conn is None or self._write_lock is None:
+            return
+        async with self._write_lock:
+            if any(not r.durable for r in records):
+                await self._write(heartbeat=False)
 
     async def _flush(self, *, heartbeat: bool) -> int:
         if self._db is None or self._db.conn is None or self._write_lock is None:
@@ -3477,7 +3500,7 @@ class _Admin:
                 return ""  # evicted meanwhile: the page's next reload shows it
             if len(self.event_cache) > 4096:
                 self.event_cache.clear()
-            payload = json.dumps(record.to_dict(brief=True), separators=(",", ":"))
+            payload = _compact_json(record.to_dict(brief=True))
             cached = self.event_cache[task_id] = (changed_at, payload)
         return f"id: {event_id}\nevent: task\ndata: {cached[1]}\n\n"
 

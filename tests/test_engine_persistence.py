@@ -461,10 +461,36 @@ async def test_persisted_task_is_committed_before_the_response_is_sent(
     assert ran == ["A1"]
 
 
+async def test_concurrent_requests_share_their_commits(tmp_path: Path):
+    db = tmp_path / "tasks.db"
+    tm = TaskManager(snapshot_db=db, snapshot_interval=3600)
+    ran: list[str] = []
+    app = _app_with_persisted_task(tm, "depends", ran)
+    async with started(tm), client(app) as http:
+        writes: set[str] = set()
+        # Observe the statements our own connection runs (SQLite's trace hook). It
+        # reports a statement again for each trigger program it runs, with the same
+        # expanded text (bound values included), so distinct texts count the writes.
+        await tm._db.conn.set_trace_callback(
+            lambda sql: writes.add(sql) if sql.startswith("INSERT INTO tasks ") else None
+        )
+        responses = await asyncio.gather(*(http.post(f"/orders/{i}") for i in range(40)))
+        ids = [r.json()["task_id"] for r in responses]
+        await tm._db.conn.set_trace_callback(None)
+        # Every response came after its own row was written...
+        in_file = {row[0] for row in rows(db, "SELECT task_id FROM tasks")}
+        assert set(ids) <= in_file
+        # ...but the 40 requests waited together, so far fewer writes than requests.
+        assert 1 <= len(writes) <= 10, f"{len(writes)} writes for 40 requests"
+        for task_id in ids:
+            await reaches(tm, task_id)
+    assert sorted(ran) == sorted(str(i) for i in range(40))
+
+
 @pytest.mark.parametrize(
     "bad",
-    [object(), (1, 2), {1, 2}, b"bytes", {1: "int key"}, [object()]],
-    ids=["object", "tuple", "set", "bytes", "int-key", "nested"],
+    [object(), (1, 2), {1, 2}, b"bytes", {1: "int key"}, [object()], float("nan"), [(1,)]],
+    ids=["object", "tuple", "set", "bytes", "int-key", "nested", "nan", "nested-tuple"],
 )
 async def test_non_json_arguments_of_a_persisted_task_are_refused(tmp_path: Path, bad):
     db = tmp_path / "tasks.db"
