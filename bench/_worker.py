@@ -323,12 +323,18 @@ IMPLS = {"plain": Plain, "ours": Ours, "peer": Peer}
 # ---------------------------------------------------------------------------------------------
 
 
+LIFESPANS: set = set()
+
+
 async def start_app(app):
     """Run ``app``'s ASGI lifespan startup, as a server does; returns a coroutine function
     that runs its shutdown. Both ours (TaskAdmin) and the peer start their manager there."""
     to_app, from_app = asyncio.Queue(), asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
     runner = asyncio.create_task(app(scope, to_app.get, from_app.put))
+    # The loop keeps only a weak reference to a task: a lifespan never shut down (the
+    # read-only scenarios) would be collected mid-run, closing the app's lifespan.
+    LIFESPANS.add(runner)
     await to_app.put({"type": "lifespan.startup"})
     message = await asyncio.wait_for(from_app.get(), 60)
     if message["type"] != "lifespan.startup.complete":
