@@ -963,9 +963,8 @@ class _Database:
 
     async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
         assert self.conn is not None
-        async with self.conn.execute(sql, tuple(params)) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+        rows = await self.conn.execute_fetchall(sql, tuple(params))
+        return rows[0][0] if rows else None
 
     async def atomic(self, work: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``work`` in one write transaction that a cancellation cannot cut in half.
@@ -1067,16 +1066,22 @@ class _Database:
 
     async def _dead_owners(self) -> list[str]:
         assert self.conn is not None
-        async with self.conn.execute(
-            "SELECT DISTINCT owner FROM tasks WHERE status IN ('pending', 'running') "
-            "AND owner IS NOT NULL AND owner != ?",
-            (self.owner,),
-        ) as cur:
-            owners = [r[0] for r in await cur.fetchall()]
+        owners = [
+            r[0]
+            for r in await self.conn.execute_fetchall(
+                "SELECT DISTINCT owner FROM tasks WHERE status IN ('pending', 'running') "
+                "AND owner IS NOT NULL AND owner != ?",
+                (self.owner,),
+            )
+        ]
         if not owners:
             return []
-        async with self.conn.execute("SELECT owner, host, pid, heartbeat FROM instances") as cur:
-            alive = {r[0]: r[1:] for r in await cur.fetchall()}
+        alive = {
+            r[0]: r[1:]
+            for r in await self.conn.execute_fetchall(
+                "SELECT owner, host, pid, heartbeat FROM instances"
+            )
+        }
         host, now, dead = socket.gethostname(), time.time(), []
         for owner in owners:
             info = alive.get(owner)
@@ -1117,18 +1122,19 @@ class _Database:
     async def unfinished_names(self) -> list[str]:
         """Functions that have pending or running rows in the file."""
         assert self.conn is not None
-        async with self.conn.execute(
-            "SELECT DISTINCT func_name FROM tasks WHERE status IN ('pending', 'running')"
-        ) as cur:
-            return [row[0] for row in await cur.fetchall()]
+        return [
+            row[0]
+            for row in await self.conn.execute_fetchall(
+                "SELECT DISTINCT func_name FROM tasks WHERE status IN ('pending', 'running')"
+            )
+        ]
 
     async def get(self, task_id: str) -> TaskRecord | None:
         assert self.conn is not None
-        async with self.conn.execute(
+        rows = await self.conn.execute_fetchall(
             f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return _record_from_row(row) if row else None
+        )
+        return _record_from_row(rows[0]) if rows else None
 
     async def query(
         self,
@@ -1148,11 +1154,10 @@ class _Database:
         else:
             count = f"SELECT count(*) FROM tasks{where}"
         # The total rides along as an extra column: one round trip to aiosqlite's thread.
-        async with self.conn.execute(
+        rows = await self.conn.execute_fetchall(
             f"SELECT {_COLUMNS}, ({count}) FROM tasks{where} ORDER BY {order} LIMIT ? OFFSET ?",
             (*params, *params, limit, offset),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         total = rows[0][-1] if rows else await self._scalar(count, params)
         return [_record_from_row(r[:-1]) for r in rows], int(total or 0)
 
@@ -1178,28 +1183,27 @@ class _Database:
         assert self.conn is not None
         store.reset_stats()
         # task_counts is kept exact by triggers, so this never scans the tasks table.
-        async with self.conn.execute(
+        for name, status, n, dur_n, dur_sum in await self.conn.execute_fetchall(
             "SELECT func_name, status, n, dur_n, dur_sum FROM task_counts WHERE n != 0"
-        ) as cur:
-            for name, status, n, dur_n, dur_sum in await cur.fetchall():
-                stats = store.func(name)
-                stats.counts[TaskStatus(status)] += n
-                stats.dur_n += dur_n
-                stats.dur_sum += dur_sum
-        async with self.conn.execute(
+        ):
+            stats = store.func(name)
+            stats.counts[TaskStatus(status)] += n
+            stats.dur_n += dur_n
+            stats.dur_sum += dur_sum
+        for minute, success, failed in await self.conn.execute_fetchall(
             "SELECT minute, success, failed FROM task_minutes WHERE minute >= ?",
             (int(time.time() // 60) - 60,),
-        ) as cur:
-            for minute, success, failed in await cur.fetchall():
-                store.minutes[minute] = [success, failed]
-        async with self.conn.execute(
-            "SELECT func_name, duration FROM tasks WHERE end_time IS NOT NULL "
-            "AND duration IS NOT NULL ORDER BY end_time DESC LIMIT ?",
-            (min(store.recent.size, 1000),),
-        ) as cur:
-            for name, duration in reversed(await cur.fetchall()):
-                store.func(name).recent.add(duration)
-                store.recent.add(duration)
+        ):
+            store.minutes[minute] = [success, failed]
+        for name, duration in reversed(
+            await self.conn.execute_fetchall(
+                "SELECT func_name, duration FROM tasks WHERE end_time IS NOT NULL "
+                "AND duration IS NOT NULL ORDER BY end_time DESC LIMIT ?",
+                (min(store.recent.size, 1000),),
+            )
+        ):
+            store.func(name).recent.add(duration)
+            store.recent.add(duration)
         # Records in memory that the file does not hold yet still count.
         for entry in store.dirty.values():
             record = _thaw(entry) if type(entry) is tuple else entry
@@ -1236,11 +1240,10 @@ class _Database:
 
     async def audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
         assert self.conn is not None
-        async with self.conn.execute(
+        rows = await self.conn.execute_fetchall(
             "SELECT ts, actor, action, task_id, detail FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
             (limit, offset),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             {
                 "ts": r[0],
