@@ -792,8 +792,23 @@ _SCHEMA = [
 _ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
 _ROWS_PER_STATEMENT = 1000  # 20 columns each: well below SQLite's 32,766 variables
 _UPSERT_HEAD = f"INSERT INTO tasks ({_COLUMNS}) VALUES "
+# An update sets only what can change after a task is created: indices over the
+# other columns (created_at, func_name, idempotency_key) are then left alone.
 _UPSERT_TAIL = " ON CONFLICT(task_id) DO UPDATE SET " + ", ".join(
-    f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:]
+    f"{c} = excluded.{c}"
+    for c in (
+        "status",
+        "start_time",
+        "end_time",
+        "duration",
+        "retries_used",
+        "error",
+        "stacktrace",
+        "logs",
+        "attempts",
+        "requeue",
+        "owner",
+    )
 )
 # Forward migrations: _MIGRATIONS[n] takes a file from user_version n to n + 1.
 _MIGRATIONS: dict[int, list[str]] = {}
@@ -3471,9 +3486,9 @@ class _Admin:
                         yield _sse("refresh", {}, store.seq)
                         metrics_due = True
                 if store.seq != seen:
-                    latest = _changes_since(store, seen)
+                    latest = _changes_since(store, seen, limit=100)
                     seen = store.seq
-                    if latest is None or len(latest) > 100:
+                    if latest is None:
                         yield _sse("refresh", {}, seen)  # cheaper for the page to reload
                     else:
                         yield "".join(
@@ -3622,17 +3637,23 @@ class _Admin:
         return self.page(html, status_code)
 
 
-def _changes_since(store: _Store, seen: int) -> dict[str, int] | None:
-    """Task ids changed after ``seen``, each with its latest change; None if the log lost some."""
+def _changes_since(store: _Store, seen: int, limit: int) -> dict[str, int] | None:
+    """Task ids changed after ``seen``, each with its latest change.
+
+    None when the log lost some of them, or when more than ``limit`` tasks changed
+    (the page then reloads instead: cheaper than that many events).
+    """
     oldest = store.oldest_change
     if not store.changes or oldest > seen + 1:
         return None
     # Change numbers are consecutive, so the start is an offset, not a search.
     start = seen + 1 - oldest
-    return {
-        task_id: oldest + i
-        for i, task_id in enumerate(itertools.islice(store.changes, start, None), start)
-    }
+    latest: dict[str, int] = {}
+    for i, task_id in enumerate(itertools.islice(store.changes, start, None), oldest + start):
+        latest[task_id] = i
+        if len(latest) > limit:
+            return None
+    return latest
 
 
 def _counts(metrics: dict[str, Any]) -> tuple[int, ...]:
