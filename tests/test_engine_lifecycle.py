@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from apps.engine_support import reaches, scalar, serve, started, status_of
+from apps.engine_support import reaches, rows, scalar, serve, started, status_of
 from fastapi import Depends, FastAPI
 from taskflow import TaskAdmin, TaskContext, TaskManager, TaskStatus
 
@@ -170,6 +170,43 @@ def test_a_stuck_sync_task_does_not_keep_the_process_alive(tmp_path: Path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "interrupted"
+
+
+def test_a_process_that_never_calls_shutdown_still_exits(tmp_path: Path):
+    # With snapshot_db, a manager that was started and never shut down (a script that
+    # forgot it, a lifespan that never ran its exit) must not keep the process alive.
+    db = tmp_path / "tasks.db"
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        sys.path.insert(0, sys.argv[1])
+        from taskflow import TaskManager
+
+        async def job():
+            return None
+
+        async def main():
+            tm = TaskManager(snapshot_db=sys.argv[2])
+            tm.task(persist=True)(job)
+            await tm.startup()
+            tm.add_task(job)
+            await tm.flush()
+            print("started")
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "taskflow_vendor"), str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started"
+    # The file is intact and holds the task, as after a crash.
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+    assert len(rows(db, "SELECT task_id FROM tasks")) == 1
 
 
 # -- init_app and FastAPI(lifespan=...) --------------------------------------------------

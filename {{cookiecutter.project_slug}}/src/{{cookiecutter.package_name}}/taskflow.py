@@ -964,7 +964,14 @@ class _Database:
             if header != b"SQLite format 3\x00":
                 raise self._fail("is not a SQLite database; refusing to touch it")
         try:
-            self.conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=30.0)
+            connection = aiosqlite.connect(self.path, isolation_level=None, timeout=30.0)
+            # aiosqlite's worker thread is not a daemon, so a manager that was never shut
+            # down kept the interpreter from exiting, for ever. SQLite is crash-safe:
+            # exiting without shutdown() then costs what a crash costs, not a hang.
+            worker = getattr(connection, "_thread", None)
+            if isinstance(worker, threading.Thread) and not worker.is_alive():
+                worker.daemon = True
+            self.conn = await connection
             await self.conn.execute("PRAGMA busy_timeout = 30000")
             await self._prepare_schema()  # refuses a foreign file before anything is changed
             await self.conn.execute("PRAGMA journal_mode = WAL")
