@@ -1902,10 +1902,10 @@ class TaskManager:
                 "None, list, dict with str keys) or drop persist=True"
             )
         record = TaskRecord(
-            str(uuid.uuid4()),
+            _new_id(),
             config.name,
             args=tuple(args),
-            kwargs=dict(kwargs),
+            kwargs=dict(kwargs) if kwargs else None,
             tags=tags,
             retry_of=retry_of,
             idempotency_key=idempotency_key,
@@ -2076,9 +2076,11 @@ class TaskManager:
 
     def _call(self, job: _Job) -> Any:
         func, record = job.func, job.record
-        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-            getattr(func, "__call__", None)  # noqa: B004 - async callable objects
-        ):
+        try:
+            is_async = _is_async(func)
+        except TypeError:  # an unhashable callable
+            is_async = _is_async.__wrapped__(func)
+        if is_async:
             return func(*record.args, **record.kwargs)
         assert self._pool is not None and self._loop is not None
         context = job.context.copy()  # a timed-out attempt may still hold the previous copy
@@ -2730,6 +2732,24 @@ def _refuse_unbound_annotations(app: FastAPI) -> None:
             + ", ".join(found)
             + "; or use Depends(task_manager.get_tasks)"
         )
+
+
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _new_id() -> str:
+    """A random version-4 UUID as text, like ``str(uuid.uuid4())`` at half the cost."""
+    n = int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async(func: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - async callable objects
+    )
 
 
 def _capped_traceback(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,18 @@ async def test_cancelling_a_retrying_task_closes_its_open_attempt():
             (1, "cancelled"),
         ]
         assert attempts[1]["end_time"] is not None
+
+
+async def test_task_ids_are_distinct_canonical_version_4_uuids():
+    tm = TaskManager()
+
+    async def job() -> None:
+        return None
+
+    async with started(tm):
+        ids = [tm.add_task(job) for _ in range(5000)]
+        assert len(set(ids)) == len(ids)
+        for task_id in ids:
+            parsed = uuid.UUID(task_id)
+            assert str(parsed) == task_id
+            assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
