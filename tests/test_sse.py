@@ -395,6 +395,23 @@ def test_a_burst_of_1000_changes_is_coalesced(serve):
     )
 
 
+def test_every_stream_ends_with_the_final_metrics_after_a_burst(serve):
+    # Metrics events are built once for all streams at most twice a second, so a
+    # stream may first get one built before its latest change: it must get a newer one.
+    env = serve()
+    streams = [env.stream() for _ in range(4)]
+    for s in streams:
+        s.until(lambda ev: metrics_in(ev), 5, "the first metrics event")
+    marks = [len(s.events) for s in streams]
+    env.http.post("/burst", params={"n": 300})
+    for s, mark in zip(streams, marks, strict=True):
+        s.until(
+            lambda ev, mark=mark: any(m["success"] == 300 for m in metrics_in(ev[mark:])),
+            10,
+            "metrics counting the whole burst",
+        )
+
+
 def test_poll_interval_picks_up_tasks_finished_by_another_process(serve, tmp_path):
     env = serve(db="shared.db", poll_interval=0.5)
     s = env.stream()

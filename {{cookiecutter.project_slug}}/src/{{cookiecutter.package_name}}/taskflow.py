@@ -3061,7 +3061,7 @@ class _Admin:
         self.throttle = _Throttle()
         self.revoked: dict[str, float] = {}  # session id -> when its cookie would expire
         self.event_cache: dict[str, tuple[int, str]] = {}  # task id -> (change seq, JSON)
-        self.metrics_cache: tuple[int, Any, str] | None = None
+        self.metrics_cache: tuple[int, Any, str, float] | None = None
         self.templates = jinja2.Environment(
             loader=jinja2.DictLoader(
                 {"dashboard.html": _DASHBOARD_HTML, "login.html": _LOGIN_HTML}
@@ -3482,7 +3482,6 @@ class _Admin:
         """The SSE stream: one small event per changed task, coalesced, with heartbeats."""
         store, manager = self.manager._store, self.manager
         wake = asyncio.Event()
-        store.watchers.add(wake)
         try:
             seen = store.seq
             yield "retry: 1000\n\n"
@@ -3492,18 +3491,26 @@ class _Admin:
                     yield _sse("refresh", {}, seen)  # too old (or another process): reload
                 else:
                     seen = resume
-            yield self.metrics_event(seen)
+            text, fresh = self.metrics_event(seen)
+            yield text
             metrics_at = beat_at = time.monotonic()
-            metrics_due = False
+            metrics_due = not fresh
             # Streams end after a minute and the browser reconnects with Last-Event-ID: a
             # server's graceful shutdown waits for open responses, so none may be endless.
             ends_at = time.monotonic() + 60
             while time.monotonic() < ends_at and not manager._closing:
                 # Sleep until a change, or until throttled metrics are due, or a heartbeat.
                 timeout = max(0.05, 1.0 - (time.monotonic() - metrics_at)) if metrics_due else 1.0
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=timeout)
-                wake.clear()
+                if store.seq == seen:
+                    # Listen only while waiting: a busy app notifies thousands of times a
+                    # second, and a stream between two batches needs no wake-up.
+                    wake.clear()
+                    store.watchers.add(wake)
+                    try:
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(wake.wait(), timeout=timeout)
+                    finally:
+                        store.watchers.discard(wake)
                 now = time.monotonic()
                 if manager._db is not None and now - manager._last_refresh >= self.poll_interval:
                     before = _counts(manager.metrics())
@@ -3527,8 +3534,9 @@ class _Admin:
                     now = time.monotonic()
                 if metrics_due and now - metrics_at >= 1.0:
                     metrics_at = beat_at = now
-                    metrics_due = False
-                    yield self.metrics_event(seen)
+                    text, fresh = self.metrics_event(seen)
+                    metrics_due = not fresh  # a shared, slightly older one: send again
+                    yield text
                 elif now - beat_at >= 15.0:
                     beat_at = now
                     yield ": ping\n\n"
@@ -3549,15 +3557,25 @@ class _Admin:
             cached = self.event_cache[task_id] = (changed_at, payload)
         return f"id: {event_id}\nevent: task\ndata: {cached[1]}\n\n"
 
-    def metrics_event(self, seen: int) -> str:
-        """A ``metrics`` event, shared by clients that have seen no later change."""
+    def metrics_event(self, seen: int) -> tuple[str, bool]:
+        """A ``metrics`` event, and whether it counts change ``seen`` already.
+
+        Built at most twice a second for all connected clients: on a busy app each
+        client has seen a later change than the last event built, and building one
+        sorts up to 10,000 duration samples.
+        """
         store = self.manager._store
         cached = self.metrics_cache
+        now = time.monotonic()
         # Counters rebuilt from the database (refresh, prune) get a new funcs dict.
-        if cached is None or cached[0] < seen or cached[1] is not store.funcs:
+        if (
+            cached is None
+            or cached[1] is not store.funcs
+            or (cached[0] < seen and now - cached[3] >= 0.5)
+        ):
             metrics = _sse("metrics", self.manager.metrics())
-            cached = self.metrics_cache = (store.seq, store.funcs, metrics)
-        return cached[2]
+            cached = self.metrics_cache = (store.seq, store.funcs, metrics, now)
+        return cached[2], cached[0] >= seen
 
     def auth_router(self) -> APIRouter:
         router = APIRouter(prefix=self.path + "/auth", include_in_schema=False)
