@@ -360,7 +360,11 @@ def _unflat(flat: tuple[Any, ...]) -> dict[str, Any]:
 def _times(f: tuple[Any, ...]) -> tuple[float, float | None, float | None]:
     """created, started and ended of a frozen record."""
     created, started, ended = _TIMES.unpack(f[_F_TIMES])
-    return created, None if started != started else started, None if ended != ended else ended
+    return (
+        created,
+        None if math.isnan(started) else started,
+        None if math.isnan(ended) else ended,
+    )
 
 
 def _frozen_status(f: tuple[Any, ...]) -> TaskStatus:
@@ -2076,11 +2080,7 @@ class TaskManager:
 
     def _call(self, job: _Job) -> Any:
         func, record = job.func, job.record
-        try:
-            is_async = _is_async(func)
-        except TypeError:  # an unhashable callable
-            is_async = _is_async.__wrapped__(func)
-        if is_async:
+        if _is_async(func):
             return func(*record.args, **record.kwargs)
         assert self._pool is not None and self._loop is not None
         context = job.context.copy()  # a timed-out attempt may still hold the previous copy
@@ -2745,7 +2745,6 @@ def _new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@functools.lru_cache(maxsize=1024)
 def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - async callable objects
