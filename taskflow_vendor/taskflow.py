@@ -195,6 +195,10 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, _UTC).isoformat()
 
 
+def _duration(started: float | None, ended: float | None) -> float | None:
+    return None if started is None or ended is None else max(0.0, ended - started)
+
+
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, _UTC)
 
@@ -270,9 +274,7 @@ class TaskRecord:
     @property
     def duration(self) -> float | None:
         """Seconds from start to end (retry waits included), or None."""
-        if self.started is None or self.ended is None:
-            return None
-        return max(0.0, self.ended - self.started)
+        return _duration(self.started, self.ended)
 
     def to_dict(self, *, include_args: bool = False, brief: bool = False) -> dict[str, Any]:
         """The record as JSON-ready data; ``brief`` leaves out logs and traceback."""
@@ -412,6 +414,11 @@ def _freeze(r: TaskRecord) -> tuple[Any, ...]:
     )
 
 
+def _attempt_rows(flat: tuple[Any, ...] | None) -> list[tuple[Any, ...]]:
+    """Frozen attempts (4 values each) as one tuple per attempt."""
+    return [flat[i : i + 4] for i in range(0, len(flat or ()), 4)]
+
+
 def _thaw(f: tuple[Any, ...]) -> TaskRecord:
     """A TaskRecord from a frozen one (a copy: changing it changes nothing kept)."""
     r = TaskRecord.__new__(TaskRecord)
@@ -429,7 +436,7 @@ def _thaw(f: tuple[Any, ...]) -> TaskRecord:
         r.idempotency_key, attempts = rare[6:]
         r.tags = _unflat(tags) if tags else None
         r.logs = list(logs) if logs else None
-        r.attempts = [list(attempts[i : i + 4]) for i in range(0, len(attempts or ()), 4)] or None
+        r.attempts = [list(a) for a in _attempt_rows(attempts)] or None
     return r
 
 
@@ -865,7 +872,6 @@ def _row(frozen: tuple[Any, ...], owner: str) -> tuple[Any, ...]:
     created, started, ended = _times(frozen)
     error, retries, stacktrace, logs, tags, retry_of, idem, attempts = rare or _NO_RARE
     encoded = _encode_args(args, _unflat(kwargs))
-    duration = None if started is None or ended is None else max(0.0, ended - started)
     return (
         task_id,
         name,
@@ -873,7 +879,7 @@ def _row(frozen: tuple[Any, ...], owner: str) -> tuple[Any, ...]:
         created,
         started,
         ended,
-        duration,
+        _duration(started, ended),
         retries,
         error,
         stacktrace,
@@ -883,7 +889,7 @@ def _row(frozen: tuple[Any, ...], owner: str) -> tuple[Any, ...]:
         encoded[1] if encoded else None,
         retry_of,
         idem,
-        _json_or_none([attempts[i : i + 4] for i in range(0, len(attempts or ()), 4)]),
+        _json_or_none(_attempt_rows(attempts)),
         int(bool(bits & 8)),
         int(bool(bits & 16) and encoded is not None),
         owner,
@@ -2305,7 +2311,7 @@ class TaskManager:
                 and (hi is None or created <= hi)
             ):
                 if key == "duration":
-                    value = None if started is None or ended is None else max(0.0, ended - started)
+                    value = _duration(started, ended)
                 else:
                     value = {
                         "created_at": created,
