@@ -72,6 +72,7 @@ from fastapi.responses import (
 )
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field, ValidationError
+from starlette.background import BackgroundTask
 
 __version__ = "0.1.0"
 
@@ -1421,13 +1422,15 @@ class _Job:
         record: TaskRecord,
         func: Callable[..., Any],
         config: TaskConfig,
-        context: Any,
     ) -> None:
         self.manager = manager
         self.record = record
         self.func = func
         self.config = config
-        self.context = context
+        # A task runs in a copy of the context that releases it (the request's, for a
+        # request's task), like FastAPI's own background tasks. Only a task that waits
+        # for startup() keeps a copy of its creator's context here.
+        self.context: contextvars.Context | None = None
         self.handle: asyncio.Task | None = None
         self.held = True  # not yet released by the response that created it
         self.stop: str | None = None  # "cancel" or "shutdown" when we cancel the handle
@@ -1469,62 +1472,86 @@ _LEVELS = ("debug", "info", "warning", "error", "critical")
 # =============================================================================
 
 
-class _RequestBatch:
-    """The tasks one request created: held until its response is sent.
+class _RequestBatch(BackgroundTask):
+    """The tasks one request created, held until its response is sent.
 
-    ``persist=True`` tasks are committed before the response goes out; if the
-    request fails instead, its held tasks are recorded as cancelled.
+    It is also the response's background task that starts them: FastAPI runs a
+    request's ``BackgroundTasks`` after sending the response, and this is one of
+    them. ``persist=True`` tasks are committed before the response goes out. If
+    the request fails, or its response never runs the background, the tasks still
+    held are recorded as cancelled.
     """
 
-    __slots__ = ("manager", "held", "durable", "armed")
-
-    def __init__(self, manager: TaskManager) -> None:
+    # BackgroundTask.__init__ is not called: its coroutine check is wasted on a
+    # function known to be async. The attributes it sets are set here.
+    def __init__(self, manager: TaskManager) -> None:  # noqa: B042 - see above
         self.manager = manager
-        self.held: list[_Job] = []
-        self.durable: list[TaskRecord] = []
-        self.armed = False
+        self.jobs: list[_Job] = []  # not started yet; emptied when they start
+        self.durable: list[TaskRecord] = []  # persist=True records not yet committed
+        self.scope: Any = None  # the request's ASGI scope, whose exit stacks it uses
+        self.armed = 0  # 1: cleanup registered; 2: commit registered too
+        # A list and the manager's method, not a method of self: no reference cycle,
+        # so nothing of the request waits for the garbage collector.
+        self.func = manager._release_all
+        self.args = (self.jobs,)
+        self.kwargs: dict[str, Any] = {}
+        self.is_async = True
 
-    def arm(self, scope: Any) -> None:
-        """At a request's first task: commit before its response, clean up after it.
+    def hold(self, job: _Job, background: BackgroundTasks) -> None:
+        """Hold ``job`` until ``background`` (the response's) runs."""
+        if not self.jobs:  # the first task, or the earlier ones have started
+            background.tasks.append(self)
+        self.jobs.append(job)
+        durable = job.record.persist
+        if durable:
+            self.durable.append(job.record)
+        if self.armed < 1 + durable and self.scope is not None:
+            self._arm(durable)
+
+    def _arm(self, durable: bool) -> None:
+        """Register with the request's exit stacks, at its first task (and first durable one).
 
         FastAPI keeps two exit stacks in the request scope: one closed after the
         endpoint returns and before the response is sent, one after the response
         (and its background) has run. Registering here, instead of through a
         generator dependency, costs nothing for requests that add no task.
         """
-        if self.armed:
-            return
-        self.armed = True
-        before = scope.get("fastapi_function_astack") or scope.get("fastapi_astack")
-        after = scope.get("fastapi_inner_astack")
-        if before is not None:
-            before.push_async_exit(self._before_response)
-        if after is not None:
-            after.push_async_exit(self._after_response)
+        if not self.armed:
+            after = self.scope.get("fastapi_inner_astack")
+            if after is not None:
+                after.push(self._after_response)
+            self.armed = 1
+        if durable:
+            before = self.scope.get("fastapi_function_astack") or self.scope.get("fastapi_astack")
+            if before is not None:
+                before.push_async_exit(self._before_response)
+            self.armed = 2
 
     async def _before_response(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is not None:
-            self.abandon(f"request failed before its response was sent: {exc!r}"[:_MAX_ERROR])
+            self.abandon(f"the request failed before its response was sent: {exc!r}")
         else:
-            await self.commit()
+            records, self.durable = self.durable, []
+            if records:
+                await self.manager._make_durable(records)
         return False
 
-    async def _after_response(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        # Still held here: the response never ran the request's background tasks (it
-        # brought a background of its own, or failed). Record that; never leave them pending.
-        self.abandon("the response did not run the request's background tasks")
+    def _after_response(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        # Still held here: the request failed, or its response never ran the request's
+        # background (it brought a background of its own). Never leave them pending.
+        if self.jobs:
+            if exc is not None:
+                self.abandon(f"the request failed: {exc!r}")
+            else:
+                self.abandon("the response did not run the request's background tasks")
         return False
-
-    async def commit(self) -> None:
-        records, self.durable = self.durable, []
-        if records:
-            await self.manager._make_durable(records)
 
     def abandon(self, reason: str) -> None:
-        held, self.held = self.held, []
-        for job in held:
+        jobs = self.jobs[:]
+        self.jobs.clear()
+        for job in jobs:
             if job.held and job.record.status is TaskStatus.PENDING:
-                self.manager._finish(job, TaskStatus.CANCELLED, error=reason)
+                self.manager._finish(job, TaskStatus.CANCELLED, error=reason[:_MAX_ERROR])
 
 
 class ManagedBackgroundTasks(BackgroundTasks):
@@ -1547,10 +1574,8 @@ class ManagedBackgroundTasks(BackgroundTasks):
                 " or task_manager.install(app)"
             )
         self._manager = task_manager
-        self._native = background_tasks
+        self._native = background_tasks  # FastAPI's own, which the response runs; or None
         self._batch = _RequestBatch(task_manager)
-        self._pending: list[_Job] = []
-        self._scope: Any = None  # the request's ASGI scope, whose exit stacks it uses
 
     def add_task(  # type: ignore[override]
         self,
@@ -1566,20 +1591,9 @@ class ManagedBackgroundTasks(BackgroundTasks):
         that did not fail, returns that task's id and adds nothing.
         """
         job, task_id = self._manager._create(func, args, kwargs, idempotency_key, tags, held=True)
-        if job is None:
-            return task_id
-        if self._scope is not None:
-            self._batch.arm(self._scope)
-        if not self._pending:  # the first task, or the earlier ones were released
-            # A fresh list handed to the manager, not a bound method of self: no
-            # reference cycle, so nothing of the request waits for the collector.
-            self._pending = []
-            target = self._native if self._native is not None else super()
-            target.add_task(self._manager._release_all, self._pending)
-        self._pending.append(job)
-        self._batch.held.append(job)
-        if job.record.persist:
-            self._batch.durable.append(job.record)
+        if job is not None:
+            # Not stored as self: an object pointing at itself is a reference cycle.
+            self._batch.hold(job, self if self._native is None else self._native)
         return task_id
 
 
@@ -1594,7 +1608,7 @@ def _plain_background_tasks() -> BackgroundTasks:
         return BackgroundTasks()
     manager, scope = installed
     tasks = ManagedBackgroundTasks(manager)
-    tasks._scope = scope  # the same dict FastAPI puts its exit stacks in
+    tasks._batch.scope = scope  # the same dict FastAPI puts its exit stacks in
     return tasks
 
 
@@ -1629,7 +1643,7 @@ def _make_get_tasks(manager: TaskManager) -> Callable[..., Any]:
         if isinstance(background_tasks, ManagedBackgroundTasks):
             return background_tasks  # the app is installed: reuse the request's object
         tasks = ManagedBackgroundTasks(manager, background_tasks)
-        tasks._scope = request.scope
+        tasks._batch.scope = request.scope
         return tasks
 
     return get_tasks
@@ -1921,8 +1935,7 @@ class TaskManager:
             idempotency_key=idempotency_key,
             persist=config.persist,
         )
-        context = contextvars.copy_context()
-        job = _Job(self, record, func, config, context)
+        job = _Job(self, record, func, config)
         job.held = held
         self._jobs[record.task_id] = job
         if self._loop is not None and threading.get_ident() != self._loop_thread:
@@ -1990,9 +2003,14 @@ class TaskManager:
         if job.record.status is not TaskStatus.PENDING:
             return  # cancelled while it waited
         if self._loop is None or self._closing:
+            if job.context is None:
+                job.context = contextvars.copy_context()
             self._backlog.append(job)
             return
-        job.handle = job.context.run(self._loop.create_task, self._run(job))
+        if job.context is None:
+            job.handle = self._loop.create_task(self._run(job))  # in a copy of this context
+        else:
+            job.handle = job.context.run(self._loop.create_task, self._run(job))
 
     # -- running ---------------------------------------------------------------
 
@@ -2008,7 +2026,68 @@ class TaskManager:
         try:
             if record.status is not TaskStatus.PENDING or self._closing:
                 return  # cancelled while waiting, or shutting down: shutdown() decides
-            await self._attempts(job, record, config)
+            record.started = time.time()
+            self._store.move(record, TaskStatus.RUNNING)
+            self._event(record, "info", "running")
+            while True:
+                attempt = job.attempt
+                if attempt:
+                    # One attempt is told by the record's start/end/error; a list of
+                    # [attempt, start, end, error] only once there is a retry.
+                    record.retries_used = attempt
+                    record.attempts.append([attempt, time.time(), None, None])  # type: ignore[union-attr]
+                    self._event(record, "info", f"retry {attempt} of {config.retries}")
+                try:
+                    result = self._call(job)
+                    if config.timeout is not None:
+                        await asyncio.wait_for(result, config.timeout)
+                    else:
+                        await result
+                except asyncio.CancelledError:
+                    if record.attempts:
+                        record.attempts[-1][2:] = [time.time(), "cancelled"]
+                    self._stopped(job)
+                    if job.stop is None:
+                        raise  # not ours (event loop teardown): let it propagate
+                    return
+                except Exception as exc:
+                    if isinstance(exc, asyncio.TimeoutError) and config.timeout is not None:
+                        message = f"timed out after {config.timeout:g}s"
+                    else:
+                        message = f"{type(exc).__name__}: {exc}"
+                    message = message[:_MAX_ERROR]
+                    if (
+                        attempt < config.retries
+                        and isinstance(exc, config.retry_on)
+                        and not self._closing
+                    ):
+                        ended = time.time()
+                        if attempt:
+                            record.attempts[-1][2:] = [ended, message]  # type: ignore[index]
+                        else:
+                            record.attempts = [[0, record.started, ended, message]]
+                        wait = config.delay_for(attempt + 1)
+                        self._log(
+                            record,
+                            "warning",
+                            f"attempt {attempt} failed: {message}",
+                            {"retry_in": round(wait, 3)},
+                        )
+                        job.attempt += 1
+                        try:
+                            await asyncio.sleep(wait)
+                        except asyncio.CancelledError:
+                            self._stopped(job)
+                            if job.stop is None:
+                                raise
+                            return
+                        continue
+                    stack = _capped_traceback(exc)
+                    self._finish(job, TaskStatus.FAILED, error=message, stacktrace=stack)
+                    return
+                else:
+                    self._finish(job, TaskStatus.SUCCESS)
+                    return
         finally:
             if self._slots is not None:
                 self._slots.release()
@@ -2017,82 +2096,16 @@ class TaskManager:
                 # task's objects go at once, not at the next garbage collection.
                 job.handle = None
 
-    async def _attempts(self, job: _Job, record: TaskRecord, config: TaskConfig) -> None:
-        record.started = time.time()
-        self._store.move(record, TaskStatus.RUNNING)
-        self._event(record, "info", "running")
-        entries: list[list[Any]] = []
-        while True:
-            attempt = job.attempt
-            entry: list[Any] = [attempt, time.time(), None, None]
-            entries.append(entry)
-            if len(entries) > 1:  # one attempt is told by start/end/error; save the memory
-                record.attempts = entries
-            if attempt:
-                record.retries_used = attempt
-                self._event(record, "info", f"retry {attempt} of {config.retries}")
-            try:
-                result = self._call(job)
-                if config.timeout is not None:
-                    await asyncio.wait_for(result, config.timeout)
-                else:
-                    await result
-            except asyncio.CancelledError:
-                entry[2], entry[3] = time.time(), "cancelled"
-                self._stopped(job)
-                if job.stop is None:
-                    raise  # not ours (event loop teardown): let it propagate
-                return
-            except Exception as exc:
-                entry[2] = time.time()
-                if isinstance(exc, asyncio.TimeoutError) and config.timeout is not None:
-                    message = f"timed out after {config.timeout:g}s"
-                else:
-                    message = f"{type(exc).__name__}: {exc}"
-                entry[3] = message[:_MAX_ERROR]
-                if (
-                    attempt < config.retries
-                    and isinstance(exc, config.retry_on)
-                    and not self._closing
-                ):
-                    wait = config.delay_for(attempt + 1)
-                    self._log(
-                        record,
-                        "warning",
-                        f"attempt {attempt} failed: {message}",
-                        {"retry_in": round(wait, 3)},
-                    )
-                    job.attempt += 1
-                    try:
-                        await asyncio.sleep(wait)
-                    except asyncio.CancelledError:
-                        self._stopped(job)
-                        if job.stop is None:
-                            raise
-                        return
-                    continue
-                stack = _capped_traceback(exc)
-                self._finish(
-                    job,
-                    TaskStatus.FAILED,
-                    error=message[:_MAX_ERROR],
-                    stacktrace=stack,
-                )
-                return
-            else:
-                entry[2] = time.time()
-                self._finish(job, TaskStatus.SUCCESS)
-                return
-
     def _call(self, job: _Job) -> Any:
         func, record = job.func, job.record
         if _is_async(func):
             return func(*record.args, **record.kwargs)
         assert self._pool is not None and self._loop is not None
-        context = job.context.copy()  # a timed-out attempt may still hold the previous copy
+        # The task's context (where _current_task is set), copied for each attempt: a
+        # timed-out attempt's thread may still be running in the previous copy.
+        context = contextvars.copy_context()
 
         def run() -> Any:
-            context.run(_current_task.set, job)
             result = context.run(func, *record.args, **record.kwargs)
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
                 return asyncio.run_coroutine_threadsafe(_await(result), self._loop).result()
@@ -2523,7 +2536,7 @@ class TaskManager:
                 and self.requeue_pending
                 and (not was_running or config.requeue_on_interrupt)
             )
-            job = _Job(self, record, func, config, contextvars.copy_context())
+            job = _Job(self, record, func, config)
             self._jobs[record.task_id] = job
             if rerun:
                 if was_running:
