@@ -235,3 +235,5 @@ async def test_task_ids_are_distinct_canonical_version_4_uuids():
             parsed = uuid.UUID(task_id)
             assert str(parsed) == task_id
             assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        # The random digits stay random: the variant digit takes all its four values.
+        assert {task_id[19] for task_id in ids} == set("89ab")
