@@ -72,7 +72,6 @@ from fastapi.responses import (
 )
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field, ValidationError
-from starlette.background import BackgroundTask
 
 __version__ = "0.1.0"
 
@@ -1472,107 +1471,18 @@ _LEVELS = ("debug", "info", "warning", "error", "critical")
 # =============================================================================
 
 
-class _RequestBatch(BackgroundTask):
-    """The tasks one request created, held until its response is sent.
-
-    It is also the response's background task that starts them: FastAPI runs a
-    request's ``BackgroundTasks`` after sending the response, and this is one of
-    them. ``persist=True`` tasks are committed before the response goes out. If
-    the request fails, or its response never runs the background, the tasks still
-    held are recorded as cancelled.
-    """
-
-    # BackgroundTask.__init__ is not called: its coroutine check is wasted on a
-    # function known to be async. The attributes it sets are set here.
-    def __init__(self, manager: TaskManager) -> None:  # noqa: B042 - see above
-        self.manager = manager
-        self.jobs: list[_Job] = []  # not started yet; emptied when they start
-        self.durable: list[TaskRecord] = []  # persist=True records not yet committed
-        self.scope: Any = None  # the request's ASGI scope, whose exit stacks it uses
-        self.armed = 0  # 1: cleanup registered; 2: commit registered too
-        # A module function and a list, not a method of self: no reference cycle, so
-        # nothing of the request waits for the garbage collector.
-        self.func = _start_held
-        self.args = (self.jobs,)
-        self.kwargs = _EMPTY_KWARGS
-        self.is_async = True
-
-    def hold(self, job: _Job, background: BackgroundTasks) -> None:
-        """Hold ``job`` until ``background`` (the response's) runs."""
-        if not self.jobs:  # the first task, or the earlier ones have started
-            background.tasks.append(self)
-        self.jobs.append(job)
-        durable = job.record.persist
-        if durable:
-            self.durable.append(job.record)
-        if self.armed < 1 + durable and self.scope is not None:
-            self._arm(durable)
-
-    def _arm(self, durable: bool) -> None:
-        """Register with the request's exit stacks, at its first task (and first durable one).
-
-        FastAPI keeps two exit stacks in the request scope: one closed after the
-        endpoint returns and before the response is sent, one after the response
-        (and its background) has run. Registering here, instead of through a
-        generator dependency, costs nothing for requests that add no task.
-        """
-        if not self.armed:
-            after = self.scope.get("fastapi_inner_astack")
-            if after is not None:
-                after.push(self)  # calls __exit__
-            self.armed = 1
-        if durable:
-            before = self.scope.get("fastapi_function_astack") or self.scope.get("fastapi_astack")
-            if before is not None:
-                before.push_async_exit(self)  # calls __aexit__
-            self.armed = 2
-
-    # The exit callbacks are dunder methods, not bound methods: ExitStack.push() of an
-    # object with __exit__ is its documented fast path (a bound method goes through
-    # a caught AttributeError on every request).
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        """Before the response: commit the request's durable tasks, or abandon them."""
-        if exc is not None:
-            self.abandon(f"the request failed before its response was sent: {exc!r}")
-        else:
-            records, self.durable = self.durable, []
-            if records:
-                await self.manager._make_durable(records)
-        return False
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        """After the response: tasks still held here never start; record them cancelled."""
-        # The request failed, or its response never ran the request's background (it
-        # brought a background of its own). Never leave them pending.
-        if self.jobs:
-            if exc is not None:
-                self.abandon(f"the request failed: {exc!r}")
-            else:
-                self.abandon("the response did not run the request's background tasks")
-        return False
-
-    def abandon(self, reason: str) -> None:
-        jobs = self.jobs[:]
-        self.jobs.clear()
-        for job in jobs:
-            if job.held and job.record.status is TaskStatus.PENDING:
-                self.manager._finish(job, TaskStatus.CANCELLED, error=reason[:_MAX_ERROR])
-
-
-async def _start_held(jobs: list[_Job]) -> None:
-    """Start a response's held tasks (run as that response's background)."""
-    for job in jobs:
-        job.manager._release(job)
-    jobs.clear()
-
-
 class ManagedBackgroundTasks(BackgroundTasks):
     """A ``BackgroundTasks`` whose ``add_task`` tracks the task and returns its id.
 
     Get one with ``Depends(task_manager.get_tasks)``, or, after
     ``task_manager.install(app)``, through a plain ``BackgroundTasks`` (or
     ``ManagedBackgroundTasks``) parameter.
+
+    The tasks a request adds are held until its response has been sent (and any
+    plain background tasks of that response have run), then start together, each
+    in its own asyncio task. ``persist=True`` tasks are committed before the
+    response goes out. If the request fails, its held tasks are recorded as
+    cancelled, with the reason, and never start.
     """
 
     def __init__(
@@ -1587,8 +1497,13 @@ class ManagedBackgroundTasks(BackgroundTasks):
                 " or task_manager.install(app)"
             )
         self._manager = task_manager
-        self._native = background_tasks  # FastAPI's own, which the response runs; or None
-        self._batch = _RequestBatch(task_manager)
+        self._held: list[_Job] = []  # added, not started yet
+        self._durable: list[TaskRecord] = []  # persist=True records not yet committed
+        self._scope: Any = None  # the request's ASGI scope, whose exit stacks it uses
+        self._armed = 0  # 1: start/cleanup registered; 2: commit registered too
+        self._closed = False  # the request is over: tasks added now start at once
+        if background_tasks is not None:  # outside FastAPI's request handling
+            background_tasks.tasks.append(self)  # type: ignore[arg-type]
 
     def add_task(  # type: ignore[override]
         self,
@@ -1603,11 +1518,78 @@ class ManagedBackgroundTasks(BackgroundTasks):
         Returns the task id. With an ``idempotency_key`` already used by a task
         that did not fail, returns that task's id and adds nothing.
         """
-        job, task_id = self._manager._create(func, args, kwargs, idempotency_key, tags, held=True)
-        if job is not None:
-            # Not stored as self: an object pointing at itself is a reference cycle.
-            self._batch.hold(job, self if self._native is None else self._native)
+        manager = self._manager
+        job, task_id = manager._create(func, args, kwargs, idempotency_key, tags, held=True)
+        if job is None:
+            return task_id
+        if self._closed:
+            manager._release(job)
+            return task_id
+        self._held.append(job)
+        durable = job.record.persist
+        if durable:
+            self._durable.append(job.record)
+        if self._armed < 1 + durable and self._scope is not None:
+            self._arm(durable)
         return task_id
+
+    def _arm(self, durable: bool) -> None:
+        """Register with the request's exit stacks, at its first task (and first durable one).
+
+        FastAPI keeps two exit stacks in the request scope: one closed after the
+        endpoint returns and before the response is sent, one after the response
+        (and its background) has run. Registering here, instead of through a
+        generator dependency, costs nothing for requests that add no task.
+        """
+        if not self._armed:
+            after = self._scope.get("fastapi_inner_astack")
+            if after is not None:
+                after.push(self)  # calls __exit__
+            self._armed = 1
+        if durable:
+            before = self._scope.get("fastapi_function_astack") or self._scope.get("fastapi_astack")
+            if before is not None:
+                before.push_async_exit(self)  # calls __aexit__
+            self._armed = 2
+
+    # The request's exit stacks call these. They are dunder methods, not bound
+    # methods, because ExitStack.push() of an object with __exit__ is its fast path
+    # (a bound method goes through a caught AttributeError on every request).
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        """Before the response: commit the durable tasks; if the request failed, drop them."""
+        if exc is not None:
+            self._abandon(f"the request failed before its response was sent: {exc!r}")
+        else:
+            records, self._durable = self._durable, []
+            if records:
+                await self._manager._make_durable(records)
+        return False
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        """After the response: start the held tasks; if the request failed, drop them."""
+        self._closed = True
+        if exc is not None:
+            self._abandon(f"the request failed: {exc!r}")
+        else:
+            self._start()
+        return False
+
+    async def __call__(self) -> None:
+        """Run as a response's background (``install(app)`` makes it the request's)."""
+        self._start()
+        await super().__call__()
+
+    def _start(self) -> None:
+        held, self._held = self._held, []
+        for job in held:
+            self._manager._release(job)
+
+    def _abandon(self, reason: str) -> None:
+        held, self._held = self._held, []
+        for job in held:
+            if job.held and job.record.status is TaskStatus.PENDING:
+                self._manager._finish(job, TaskStatus.CANCELLED, error=reason[:_MAX_ERROR])
 
 
 def _plain_background_tasks() -> BackgroundTasks:
@@ -1621,7 +1603,7 @@ def _plain_background_tasks() -> BackgroundTasks:
         return BackgroundTasks()
     manager, scope = installed
     tasks = ManagedBackgroundTasks(manager)
-    tasks._batch.scope = scope  # the same dict FastAPI puts its exit stacks in
+    tasks._scope = scope  # the same dict FastAPI puts its exit stacks in
     return tasks
 
 
@@ -1651,12 +1633,10 @@ class _InstallMiddleware:
 def _make_get_tasks(manager: TaskManager) -> Callable[..., Any]:
     # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
     # per request for what is a constructor call.
-    async def get_tasks(request: Request, background_tasks: BackgroundTasks) -> Any:
+    async def get_tasks(request: Request) -> Any:
         """FastAPI dependency: ``tasks = Depends(task_manager.get_tasks)``."""
-        if isinstance(background_tasks, ManagedBackgroundTasks):
-            return background_tasks  # the app is installed: reuse the request's object
-        tasks = ManagedBackgroundTasks(manager, background_tasks)
-        tasks._batch.scope = request.scope
+        tasks = ManagedBackgroundTasks(manager)
+        tasks._scope = request.scope
         return tasks
 
     return get_tasks
@@ -2176,9 +2156,11 @@ class TaskManager:
         else:
             self._store.logged(record)
 
-    def _event(self, record: TaskRecord, level: str, message: str, **extra: Any) -> None:
+    def _event(
+        self, record: TaskRecord, level: str, message: str, error: str | None = None
+    ) -> None:
         if self._logfile is not None:
-            self._logfile.write(level, record, message, {k: v for k, v in extra.items() if v})
+            self._logfile.write(level, record, message, {"error": error} if error else {})
 
     # -- control ---------------------------------------------------------------
 
