@@ -157,6 +157,10 @@ _FINAL = frozenset(
     {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED}
 )
 _LIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+# The statuses under plain names, for the paths every task takes: reading a member
+# through its class (TaskStatus.PENDING) costs an enum metaclass lookup, ten times
+# the cost of a global.
+_PENDING, _RUNNING, _SUCCESS, _FAILED, _CANCELLED, _INTERRUPTED = TaskStatus
 _STATUS_VALUES = tuple(s.value for s in TaskStatus)
 
 
@@ -532,13 +536,6 @@ class _Store:
         """The number of the oldest change still in ``changes``."""
         return self.seq - len(self.changes) + 1
 
-    def sample(self, name: str, duration: float) -> None:
-        stats = self.func(name)
-        stats.dur_n += 1
-        stats.dur_sum += duration
-        stats.recent.add(duration)
-        self.recent.add(duration)
-
     def func(self, name: str) -> _FuncStats:
         stats = self.funcs.get(name)
         if stats is None:
@@ -579,32 +576,39 @@ class _Store:
         old = record.status
         if old is status:
             return
-        counts = self.func(record.func_name).counts
+        stats = self.funcs.get(record.func_name) or self.func(record.func_name)
+        counts = stats.counts
         counts[old] -= 1
         counts[status] += 1
         record.status = status
         if status in _FINAL:
-            self._finished(record)
+            self._finished(record, stats)
         self.notify(record)
 
-    def _finished(self, record: TaskRecord) -> None:
-        duration = record.duration
+    def _finished(self, record: TaskRecord, stats: _FuncStats) -> None:
+        status, ended = record.status, record.ended
+        duration = _duration(record.started, ended)
         if duration is not None:
-            self.sample(record.func_name, duration)
-        if record.status in (TaskStatus.SUCCESS, TaskStatus.FAILED) and record.ended:
-            minute = int(record.ended // 60)
+            stats.dur_n += 1
+            stats.dur_sum += duration
+            stats.recent.add(duration)
+            self.recent.add(duration)
+        if (status is _SUCCESS or status is _FAILED) and ended:
+            minute = int(ended // 60)
             slot = self.minutes.get(minute)
             if slot is None:
                 slot = self.minutes[minute] = [0, 0]
                 horizon = minute - 60
                 for old in [m for m in self.minutes if m < horizon]:
                     del self.minutes[old]
-            slot[record.status is TaskStatus.FAILED] += 1
-        if record.task_id in self.records:
-            self.records[record.task_id] = _freeze(record)
-            self.finished.append(record.task_id)
-            while len(self.finished) > self.max_history:
-                self.forget(self.finished.popleft(), evicted=True)
+            slot[status is _FAILED] += 1
+        task_id = record.task_id
+        if task_id in self.records:
+            self.records[task_id] = _freeze(record)
+            finished = self.finished
+            finished.append(task_id)
+            while len(finished) > self.max_history:
+                self.forget(finished.popleft(), evicted=True)
 
     def forget(self, task_id: str, *, evicted: bool = False) -> None:
         entry = self.records.pop(task_id, None)
@@ -1408,6 +1412,7 @@ class _Job:
         "record",
         "func",
         "config",
+        "is_async",
         "context",
         "handle",
         "held",
@@ -1421,11 +1426,13 @@ class _Job:
         record: TaskRecord,
         func: Callable[..., Any],
         config: TaskConfig,
+        is_async: bool,
     ) -> None:
         self.manager = manager
         self.record = record
         self.func = func
         self.config = config
+        self.is_async = is_async  # a coroutine function: awaited, not run in a thread
         # A task runs in a copy of the context that releases it (the request's, for a
         # request's task), like FastAPI's own background tasks. Only a task that waits
         # for startup() keeps a copy of its creator's context here.
@@ -1742,7 +1749,7 @@ class TaskManager:
         self.shutdown_timeout = float(shutdown_timeout)
 
         self._registry: dict[str, tuple[Callable[..., Any], TaskConfig]] = {}
-        self._configs: dict[Any, TaskConfig] = {}
+        self._configs: dict[Any, tuple[TaskConfig, bool]] = {}  # func -> (config, is async)
         self._store = _Store(max_history)
         self._store.persistent = self.snapshot_db is not None
         self._jobs: dict[str, _Job] = {}
@@ -1846,17 +1853,18 @@ class TaskManager:
                 retry_on,
             )
             self._registry[task_name] = (func, config)
-            self._configs[func] = config
+            self._configs[func] = (config, _is_async(func))
             return func
 
         return register
 
-    def _config_for(self, func: Callable[..., Any]) -> TaskConfig:
+    def _config_for(self, func: Callable[..., Any]) -> tuple[TaskConfig, bool]:
+        """``func``'s options, and whether it is a coroutine function (known once registered)."""
         try:
-            config = self._configs.get(func)
+            known = self._configs.get(func)
         except TypeError:  # unhashable callable
-            config = None
-        return config or TaskConfig(_name_of(func))
+            known = None
+        return known or (TaskConfig(_name_of(func)), _is_async(func))
 
     @property
     def background_tasks(self) -> Callable[..., ManagedBackgroundTasks]:
@@ -1911,7 +1919,7 @@ class TaskManager:
             if not isinstance(tags, dict):
                 raise TypeError(f"tags must be a dict of str to str, got {tags!r}")
             tags = {str(k): str(v) for k, v in tags.items()}
-        config = self._config_for(func)
+        config, is_async = self._config_for(func)
         if config.persist and _encode_args(args, kwargs) is None:
             raise TaskArgumentError(
                 f"arguments of persist=True task {config.name!r} cannot be stored as JSON "
@@ -1928,7 +1936,7 @@ class TaskManager:
             idempotency_key=idempotency_key,
             persist=config.persist,
         )
-        job = _Job(self, record, func, config)
+        job = _Job(self, record, func, config, is_async)
         job.held = held
         self._jobs[record.task_id] = job
         if self._loop is not None and threading.get_ident() != self._loop_thread:
@@ -1938,7 +1946,8 @@ class TaskManager:
             self._loop.call_soon_threadsafe(self._store.add, record)
         else:
             self._store.add(record)
-        self._event(record, "info", "created")
+        if self._logfile is not None:
+            self._event(record, "info", "created")
         return job, record.task_id
 
     def _by_idempotency(self, key: str) -> str | None:
@@ -1987,7 +1996,7 @@ class TaskManager:
     def _release(self, job: _Job) -> None:
         """Start a task whose request has answered (or that was added directly)."""
         job.held = False
-        if job.record.status is not TaskStatus.PENDING:
+        if job.record.status is not _PENDING:
             return  # cancelled while it waited
         if self._loop is None or self._closing:
             if job.context is None:
@@ -2011,11 +2020,12 @@ class TaskManager:
                 self._stopped(job)
                 return
         try:
-            if record.status is not TaskStatus.PENDING or self._closing:
+            if record.status is not _PENDING or self._closing:
                 return  # cancelled while waiting, or shutting down: shutdown() decides
             record.started = time.time()
-            self._store.move(record, TaskStatus.RUNNING)
-            self._event(record, "info", "running")
+            self._store.move(record, _RUNNING)
+            if self._logfile is not None:
+                self._event(record, "info", "running")
             while True:
                 attempt = job.attempt
                 if attempt:
@@ -2073,7 +2083,7 @@ class TaskManager:
                     self._finish(job, TaskStatus.FAILED, error=message, stacktrace=stack)
                     return
                 else:
-                    self._finish(job, TaskStatus.SUCCESS)
+                    self._finish(job, _SUCCESS)
                     return
         finally:
             if self._slots is not None:
@@ -2085,7 +2095,7 @@ class TaskManager:
 
     def _call(self, job: _Job) -> Any:
         func, record = job.func, job.record
-        if _is_async(func):
+        if job.is_async:
             return func(*record.args, **record.kwargs)
         assert self._pool is not None and self._loop is not None
         # The task's context (where _current_task is set), copied for each attempt: a
@@ -2133,9 +2143,9 @@ class TaskManager:
         if record.attempts and record.attempts[-1][2] is None:  # close the open attempt
             record.attempts[-1][2:] = [record.ended, error]
         self._jobs.pop(record.task_id, None)
-        level = "info" if status is TaskStatus.SUCCESS else "error"
         self._store.move(record, status)
-        self._event(record, level, status.value, error=error)
+        if self._logfile is not None:
+            self._event(record, "info" if status is _SUCCESS else "error", status.value, error)
 
     # -- logging ----------------------------------------------------------------
 
@@ -2159,6 +2169,8 @@ class TaskManager:
     def _event(
         self, record: TaskRecord, level: str, message: str, error: str | None = None
     ) -> None:
+        # A lifecycle line for log_file. The calls every task makes test _logfile
+        # first: without a log file they cost nothing.
         if self._logfile is not None:
             self._logfile.write(level, record, message, {"error": error} if error else {})
 
@@ -2525,7 +2537,7 @@ class TaskManager:
                 and self.requeue_pending
                 and (not was_running or config.requeue_on_interrupt)
             )
-            job = _Job(self, record, func, config)
+            job = _Job(self, record, func, config, _is_async(func))
             self._jobs[record.task_id] = job
             if rerun:
                 if was_running:
