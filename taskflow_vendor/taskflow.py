@@ -45,6 +45,7 @@ import secrets
 import socket
 import sqlite3
 import struct
+import sys
 import threading
 import time
 import traceback
@@ -1399,6 +1400,10 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
         future.set_result(result)
 
 
+# create_task(context=...) exists from Python 3.11; before it, a task copies the
+# context it is created in.
+_TASK_CONTEXT = sys.version_info >= (3, 11)
+
 _current_task: contextvars.ContextVar[_Job | None] = contextvars.ContextVar(
     "taskflow_current_task", default=None
 )
@@ -1434,8 +1439,8 @@ class _Job:
         self.config = config
         self.is_async = is_async  # a coroutine function: awaited, not run in a thread
         # A task runs in a copy of the context that releases it (the request's, for a
-        # request's task), like FastAPI's own background tasks. Only a task that waits
-        # for startup() keeps a copy of its creator's context here.
+        # request's task), like FastAPI's own background tasks; kept here until its
+        # asyncio task exists.
         self.context: contextvars.Context | None = None
         self.handle: asyncio.Task | None = None
         self.held = True  # not yet released by the response that created it
@@ -1753,7 +1758,8 @@ class TaskManager:
         self._store = _Store(max_history)
         self._store.persistent = self.snapshot_db is not None
         self._jobs: dict[str, _Job] = {}
-        self._backlog: list[_Job] = []
+        self._backlog: list[_Job] = []  # released before startup(): started by it
+        self._released: list[_Job] = []  # released, their asyncio tasks not created yet
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._db: _Database | None = None
         self._logfile: _LogFile | None = None
@@ -1994,19 +2000,36 @@ class TaskManager:
         return (row[0], TaskStatus(row[1])) if row else None
 
     def _release(self, job: _Job) -> None:
-        """Start a task whose request has answered (or that was added directly)."""
+        """Start a task whose request has answered (or that was added directly).
+
+        Its asyncio task is created by ``_start_released``, at the loop's next turn,
+        together with every other task released meanwhile: a burst of responses
+        then holds only records and contexts, not one scheduled task each.
+        """
         job.held = False
         if job.record.status is not _PENDING:
             return  # cancelled while it waited
+        if job.context is None:
+            job.context = contextvars.copy_context()  # it runs in a copy of this context
         if self._loop is None or self._closing:
-            if job.context is None:
-                job.context = contextvars.copy_context()
             self._backlog.append(job)
             return
-        if job.context is None:
-            job.handle = self._loop.create_task(self._run(job))  # in a copy of this context
-        else:
-            job.handle = job.context.run(self._loop.create_task, self._run(job))
+        self._released.append(job)
+        if len(self._released) == 1:
+            self._loop.call_soon(self._start_released)
+
+    def _start_released(self) -> None:
+        jobs, self._released = self._released, []
+        if self._loop is None or self._closing:
+            return  # shutdown() decides about pending tasks
+        create = self._loop.create_task
+        for job in jobs:
+            if job.record.status is _PENDING:
+                context, job.context = job.context, None
+                if _TASK_CONTEXT:
+                    job.handle = create(self._run(job), context=context)
+                else:
+                    job.handle = context.run(create, self._run(job))  # type: ignore[union-attr]
 
     # -- running ---------------------------------------------------------------
 
@@ -2641,6 +2664,7 @@ class TaskManager:
                             why += "; its arguments cannot be stored as JSON to run it later"
                         self._finish(job, TaskStatus.INTERRUPTED, error=why)
             self._backlog.clear()
+            self._released.clear()
             if self._maintenance is not None:
                 self._maintenance.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -94,6 +94,43 @@ async def test_a_manager_can_start_again_after_shutdown(tmp_path: Path):
         assert (await tm2.query())[1] == 2
 
 
+async def test_tasks_released_just_before_shutdown_never_start_and_are_recorded(tmp_path: Path):
+    # A released task gets its asyncio task at the loop's next turn; shutdown() can come
+    # first. Such a task must not start after shutdown, nor be lost.
+    ran: list[int] = []
+
+    async def job(n):
+        ran.append(n)
+
+    async def busy():
+        await asyncio.sleep(0.2)
+
+    tm = TaskManager(shutdown_timeout=1)
+    await tm.startup()
+    running = tm.add_task(busy)  # shutdown() waits for it: the loop turns meanwhile
+    await reaches(tm, running, "running")
+    dropped = [tm.add_task(job, n) for n in range(3)]
+    await tm.shutdown()
+    await asyncio.sleep(0.05)
+    assert ran == []
+    assert tm.get(running).status is TaskStatus.SUCCESS
+    assert {tm.get(t).status for t in dropped} == {TaskStatus.INTERRUPTED}
+
+    db = tmp_path / "tasks.db"
+    tm = TaskManager(snapshot_db=db, requeue_pending=True)
+    tm.task(name="job")(job)
+    await tm.startup()
+    kept = [tm.add_task(job, n) for n in range(3)]
+    await tm.shutdown()
+    assert ran == []
+    again = TaskManager(snapshot_db=db, requeue_pending=True)
+    again.task(name="job")(job)
+    async with started(again):
+        for task_id in kept:
+            assert (await reaches(again, task_id)).status is TaskStatus.SUCCESS
+    assert sorted(ran) == [0, 1, 2]
+
+
 async def test_shutdown_waits_for_running_tasks_that_finish_in_time():
     tm = TaskManager(shutdown_timeout=10)
     release = asyncio.Event()
