@@ -221,8 +221,15 @@ class Ours(Tracked):
     list_path = "/tasks?limit=100"
 
     def __init__(self, **options):
-        sys.path.insert(0, os.environ.get("BENCH_TASKFLOW_DIR") or str(ROOT / "taskflow_vendor"))
-        import taskflow
+        vendor = os.environ.get("BENCH_TASKFLOW_DIR") or str(ROOT / "taskflow_vendor")
+        sys.path.insert(0, vendor)
+        try:
+            import taskflow
+        finally:
+            # A service imports the file from its own package, adding no sys.path entry.
+            # Left in, the entry taxes every later failed import, and httpx's in-process
+            # transport tries one per request (`import sniffio`): ~2% of a request here.
+            sys.path.remove(vendor)
 
         self.mod = taskflow
         self.options = options
