@@ -1510,7 +1510,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
             )
         self._manager = task_manager
         self._held: list[_Job] = []  # added, not started yet
-        self._durable: list[TaskRecord] = []  # persist=True records not yet committed
+        self._durable: list[TaskRecord] | None = None  # persist=True ones, not committed yet
         self._scope: Any = None  # the request's ASGI scope, whose exit stacks it uses
         self._armed = 0  # 1: start/cleanup registered; 2: commit registered too
         self._closed = False  # the request is over: tasks added now start at once
@@ -1540,6 +1540,8 @@ class ManagedBackgroundTasks(BackgroundTasks):
         self._held.append(job)
         durable = job.record.persist
         if durable:
+            if self._durable is None:
+                self._durable = []
             self._durable.append(job.record)
         if self._armed < 1 + durable and self._scope is not None:
             self._arm(durable)
@@ -1573,7 +1575,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
         if exc is not None:
             self._abandon(f"the request failed before its response was sent: {exc!r}")
         else:
-            records, self._durable = self._durable, []
+            records, self._durable = self._durable, None
             if records:
                 await self._manager._make_durable(records)
         return False
@@ -1593,9 +1595,9 @@ class ManagedBackgroundTasks(BackgroundTasks):
         await super().__call__()
 
     def _start(self) -> None:
-        held, self._held = self._held, []
-        for job in held:
+        for job in self._held:
             self._manager._release(job)
+        self._held.clear()
 
     def _abandon(self, reason: str) -> None:
         held, self._held = self._held, []
