@@ -2026,12 +2026,17 @@ class TaskManager:
             return  # shutdown() decides about pending tasks
         create = self._loop.create_task
         for job in jobs:
-            if job.record.status is _PENDING:
+            record = job.record
+            if record.status is _PENDING:
+                # Named by the task id: asyncio.all_tasks() tells which is which, and
+                # asyncio need not format a "Task-N" name for each.
                 context, job.context = job.context, None
                 if _TASK_CONTEXT:
-                    job.handle = create(self._run(job), context=context)
+                    job.handle = create(self._run(job), name=record.task_id, context=context)
                 else:
-                    job.handle = context.run(create, self._run(job))  # type: ignore[union-attr]
+                    job.handle = context.run(  # type: ignore[union-attr]
+                        create, self._run(job), name=record.task_id
+                    )
 
     # -- running ---------------------------------------------------------------
 

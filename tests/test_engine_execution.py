@@ -695,6 +695,22 @@ async def test_task_log_and_context_from_async_and_sync_tasks():
     assert "WARNING" in sync_lines[0].upper() and "bob smith" in sync_lines[0]
 
 
+async def test_each_async_task_runs_in_its_own_asyncio_task_named_by_its_id():
+    tm = TaskManager()
+    seen: dict[str, str] = {}
+
+    async def job():
+        current = asyncio.current_task()
+        assert current is not None
+        seen[get_task_context().task_id] = current.get_name()
+
+    async with started(tm):
+        ids = [tm.add_task(job) for _ in range(3)]
+        for task_id in ids:
+            assert (await reaches(tm, task_id)).status is TaskStatus.SUCCESS
+    assert seen == {task_id: task_id for task_id in ids}
+
+
 async def test_outside_a_task_context_is_none_and_task_log_does_not_raise():
     assert get_task_context() is None
     task_log("not in a task", level="info", x=1)
