@@ -1403,6 +1403,7 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 # create_task(context=...) exists from Python 3.11; before it, a task copies the
 # context it is created in.
 _TASK_CONTEXT = sys.version_info >= (3, 11)
+_START_PER_TURN = 32  # asyncio tasks created per event loop turn (see _start_released)
 
 _current_task: contextvars.ContextVar[_Job | None] = contextvars.ContextVar(
     "taskflow_current_task", default=None
@@ -2005,8 +2006,8 @@ class TaskManager:
         """Start a task whose request has answered (or that was added directly).
 
         Its asyncio task is created by ``_start_released``, at the loop's next turn,
-        together with every other task released meanwhile: a burst of responses
-        then holds only records and contexts, not one scheduled task each.
+        together with the other tasks released meanwhile: a burst of responses then
+        holds only records and contexts, not one scheduled asyncio task each.
         """
         job.held = False
         if job.record.status is not _PENDING:
@@ -2021,9 +2022,15 @@ class TaskManager:
             self._loop.call_soon(self._start_released)
 
     def _start_released(self) -> None:
-        jobs, self._released = self._released, []
         if self._loop is None or self._closing:
+            self._released = []
             return  # shutdown() decides about pending tasks
+        # At most _START_PER_TURN per loop turn: a burst of thousands of tasks never
+        # stalls the loop, and fewer scheduled tasks live at once for the collector.
+        jobs = self._released[:_START_PER_TURN]
+        del self._released[:_START_PER_TURN]
+        if self._released:
+            self._loop.call_soon(self._start_released)
         create = self._loop.create_task
         for job in jobs:
             record = job.record

@@ -610,6 +610,28 @@ async def test_a_task_added_after_the_request_ended_starts_at_once():
         assert (await reaches(tm, late, timeout=5)).status is TaskStatus.SUCCESS
 
 
+async def test_a_burst_of_tasks_starts_in_order_and_in_slices_that_let_the_loop_turn():
+    tm = TaskManager()
+    ran: list[int] = []
+    seen: list[int] = []
+
+    async def job(n):
+        ran.append(n)
+
+    async def watcher():
+        while len(ran) < 2000:
+            seen.append(len(ran))
+            await asyncio.sleep(0)
+
+    async with started(tm):
+        ids = [tm.add_task(job, n) for n in range(2000)]
+        await asyncio.wait_for(watcher(), 10)
+        assert (await reaches(tm, ids[-1])).status is TaskStatus.SUCCESS
+    assert ran == list(range(2000))  # first added, first started
+    # Other coroutines ran while the burst was starting, not only before and after it.
+    assert any(0 < k < 2000 for k in seen)
+
+
 # -- concurrency limit --------------------------------------------------------------------
 
 
