@@ -1496,6 +1496,10 @@ class ManagedBackgroundTasks(BackgroundTasks):
     in its own asyncio task. ``persist=True`` tasks are committed before the
     response goes out. If the request fails, its held tasks are recorded as
     cancelled, with the reason, and never start.
+
+    Built by hand outside FastAPI's request handling, it starts its tasks when it
+    is run as a background (``await tasks()``), or when ``background_tasks`` (a
+    ``BackgroundTasks`` it appends itself to) runs.
     """
 
     def __init__(

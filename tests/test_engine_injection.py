@@ -327,6 +327,30 @@ class _CallableJob:
         self.calls += n
 
 
+@pytest.mark.parametrize("host", ["itself", "a plain BackgroundTasks"])
+async def test_a_hand_built_managed_object_starts_its_tasks_when_run_as_a_background(host):
+    # Outside FastAPI's request handling there are no exit stacks: the object holds its
+    # tasks until it (or the BackgroundTasks it joined) is run, as Starlette would.
+    tm = TaskManager()
+    ran: list[int] = []
+
+    async def job(n):
+        ran.append(n)
+
+    with pytest.raises(TypeError, match="task_manager"):
+        ManagedBackgroundTasks()
+    async with started(tm):
+        plain = BackgroundTasks()
+        tasks = ManagedBackgroundTasks(tm, plain if host != "itself" else None)
+        ids = [tasks.add_task(job, n) for n in range(3)]
+        await asyncio.sleep(0.05)
+        assert ran == [] and {status_of(tm, i) for i in ids} == {"pending"}
+        await (tasks() if host == "itself" else plain())
+        for task_id in ids:
+            assert (await reaches(tm, task_id)).status is TaskStatus.SUCCESS
+    assert ran == [0, 1, 2]
+
+
 async def test_unregistered_functions_are_accepted_with_default_options():
     tm = TaskManager()
     calls = []
