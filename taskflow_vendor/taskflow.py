@@ -73,6 +73,7 @@ from fastapi.responses import (
 )
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field, ValidationError
+from starlette.background import BackgroundTask
 
 __version__ = "0.1.0"
 
@@ -1520,7 +1521,8 @@ class ManagedBackgroundTasks(BackgroundTasks):
         self._armed = 0  # 1: start/cleanup registered; 2: commit registered too
         self._closed = False  # the request is over: tasks added now start at once
         if background_tasks is not None:  # outside FastAPI's request handling
-            background_tasks.tasks.append(self)  # type: ignore[arg-type]
+            # Appended, not add_task(): that may be a managed object's, which tracks.
+            background_tasks.tasks.append(BackgroundTask(_start_held, self))
 
     def add_task(  # type: ignore[override]
         self,
@@ -1609,6 +1611,11 @@ class ManagedBackgroundTasks(BackgroundTasks):
         for job in held:
             if job.held and job.record.status is TaskStatus.PENDING:
                 self._manager._finish(job, TaskStatus.CANCELLED, error=reason[:_MAX_ERROR])
+
+
+async def _start_held(tasks: ManagedBackgroundTasks) -> None:
+    """Start a hand-built object's held tasks: run as another object's background."""
+    tasks._start()
 
 
 def _plain_background_tasks() -> BackgroundTasks:
