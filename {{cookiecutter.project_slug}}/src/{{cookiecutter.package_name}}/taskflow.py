@@ -2096,40 +2096,16 @@ class TaskManager:
                         raise  # not ours (event loop teardown): let it propagate
                     return
                 except Exception as exc:
-                    if isinstance(exc, asyncio.TimeoutError) and config.timeout is not None:
-                        message = f"timed out after {config.timeout:g}s"
-                    else:
-                        message = f"{type(exc).__name__}: {exc}"
-                    message = message[:_MAX_ERROR]
-                    if (
-                        attempt < config.retries
-                        and isinstance(exc, config.retry_on)
-                        and not self._closing
-                    ):
-                        ended = time.time()
-                        if attempt:
-                            record.attempts[-1][2:] = [ended, message]  # type: ignore[index]
-                        else:
-                            record.attempts = [[0, record.started, ended, message]]
-                        wait = config.delay_for(attempt + 1)
-                        self._log(
-                            record,
-                            "warning",
-                            f"attempt {attempt} failed: {message}",
-                            {"retry_in": round(wait, 3)},
-                        )
-                        job.attempt += 1
-                        try:
-                            await asyncio.sleep(wait)
-                        except asyncio.CancelledError:
-                            self._stopped(job)
-                            if job.stop is None:
-                                raise
-                            return
-                        continue
-                    stack = _capped_traceback(exc)
-                    self._finish(job, TaskStatus.FAILED, error=message, stacktrace=stack)
-                    return
+                    wait = self._failed_attempt(job, exc)
+                    if wait is None:
+                        return  # recorded failed
+                    try:
+                        await asyncio.sleep(wait)
+                    except asyncio.CancelledError:
+                        self._stopped(job)
+                        if job.stop is None:
+                            raise
+                        return
                 else:
                     self._finish(job, _SUCCESS)
                     return
@@ -2140,6 +2116,34 @@ class TaskManager:
                 # Job -> asyncio task -> its context -> job: break the cycle so the
                 # task's objects go at once, not at the next garbage collection.
                 job.handle = None
+
+    def _failed_attempt(self, job: _Job, exc: Exception) -> float | None:
+        """Record a failed attempt; the seconds to wait before the next one, or None
+        when there is none (the task is then recorded failed)."""
+        record, config = job.record, job.config
+        if isinstance(exc, asyncio.TimeoutError) and config.timeout is not None:
+            message = f"timed out after {config.timeout:g}s"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        message = message[:_MAX_ERROR]
+        attempt = job.attempt
+        if attempt < config.retries and isinstance(exc, config.retry_on) and not self._closing:
+            ended = time.time()
+            if attempt:
+                record.attempts[-1][2:] = [ended, message]  # type: ignore[index]
+            else:
+                record.attempts = [[0, record.started, ended, message]]
+            wait = config.delay_for(attempt + 1)
+            self._log(
+                record,
+                "warning",
+                f"attempt {attempt} failed: {message}",
+                {"retry_in": round(wait, 3)},
+            )
+            job.attempt += 1
+            return wait
+        self._finish(job, TaskStatus.FAILED, error=message, stacktrace=_capped_traceback(exc))
+        return None
 
     def _call(self, job: _Job) -> Any:
         func, record = job.func, job.record
