@@ -578,7 +578,7 @@ class _Store:
         old = record.status
         if old is status:
             return
-        stats = self.funcs.get(record.func_name) or self.func(record.func_name)
+        stats = self.func(record.func_name)
         counts = stats.counts
         counts[old] -= 1
         counts[status] += 1
@@ -1609,7 +1609,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
     def _abandon(self, reason: str) -> None:
         held, self._held = self._held, []
         for job in held:
-            if job.held and job.record.status is TaskStatus.PENDING:
+            if job.record.status is TaskStatus.PENDING:  # not cancelled meanwhile
                 self._manager._finish(job, TaskStatus.CANCELLED, error=reason[:_MAX_ERROR])
 
 
