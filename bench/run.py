@@ -82,7 +82,8 @@ class Scenario:
     history: bool = False  # needs prepared history files (--db/--rows per variant)
     rounds_cap: int | None = None
     # Default rounds (without --rounds/--quick). The in-process enqueue runs take ~2 s
-    # and swing most with the machine: five rounds keep one slow round from deciding.
+    # and swing most with the machine (single rounds from 0.6 to 1.4 x the median):
+    # nine rounds keep two slow ones from deciding.
     rounds: int = 3
     timeout: float = 180
     notes: dict = field(default_factory=dict)  # impl -> why its figure differs
@@ -102,7 +103,7 @@ SCENARIOS = [
             ),
             Measure("req/CPU-s", "rps_cpu"),
         ],
-        rounds=5,
+        rounds=9,
     ),
     Scenario(
         "enqueue_sync",
@@ -111,7 +112,7 @@ SCENARIOS = [
             Measure("req/s", "rps", targets=[Target("plain", ">=", 0.85)]),
             Measure("req/CPU-s", "rps_cpu"),
         ],
-        rounds=5,
+        rounds=9,
     ),
     Scenario(
         "uvicorn_wrk",
@@ -131,7 +132,7 @@ SCENARIOS = [
         "enqueue with persist=True and snapshot_db, in process",
         [Measure("req/s", "rps", targets=[Target("plain", ">=", 0.5)])],
         notes={"plain": "no persistence (the floor)"},
-        rounds=5,
+        rounds=9,
     ),
     Scenario(
         "drain",
@@ -226,6 +227,7 @@ SCENARIOS = [
         ],
         impls=("ours", "peer"),
         variants={"none": ["--clients", "0"], "20": ["--clients", "20"]},
+        rounds=5,  # a ratio of two uvicorn runs: one slow run of either side swings it
         notes={
             "plain": "no dashboard",
             "peer": "sends its full state to every client on each change",
@@ -436,7 +438,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="taskflow benchmarks (see docs/benchmarks.md)")
     parser.add_argument("--quick", action="store_true", help="small loads, 1 round (< 2 min)")
     parser.add_argument(
-        "--rounds", type=int, help="rounds per scenario (default 3, in-process enqueue 5; quick 1)"
+        "--rounds",
+        type=int,
+        help="rounds per scenario (default 3, in-process enqueue 9, sse 5; quick 1)",
     )
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--impls", default=",".join(IMPLS), help="subset of plain,ours,peer")
@@ -538,7 +542,7 @@ def main(argv=None):
         f"taskflow benchmarks, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
         f"peer fastapi-taskflow {peer_version or 'n/a'}, "
-        f"rounds {rounds or '3 (in-process enqueue: 5)'}"
+        f"rounds {rounds or '3 (in-process enqueue: 9, sse: 5)'}"
         f"{' (quick)' if args.quick else ''}, {elapsed:.0f} s"
     )
     if "ours" in available:
