@@ -187,6 +187,26 @@ def test_list_is_newest_first_with_peer_fields(both):
     assert "link" not in r.headers
 
 
+def test_list_items_are_exactly_the_records_brief_dicts(both):
+    """With snapshot_db a page is built straight from the file's rows, without
+    records; it must be what ``to_dict(brief=True)`` gives, field for field."""
+    env = both
+    ids = [
+        run(env, ok, 1, tags={"tenant": "acme", "plan": "pro"}),
+        run(env, boom, "it broke"),
+        run(env, anoop),
+    ]
+    retry = env.c.post(f"/tasks/{ids[1]}/retry").json()["task_id"]
+    wait_status(env, retry)
+    held = env.tm.add_task(hold, env.gate)
+    wait_status(env, held, "running")
+    body = env.c.get("/tasks").json()
+    assert [t["task_id"] for t in body] == [held, retry, *ids[::-1]]
+    for item in body:
+        assert item == env.tm.get(item["task_id"]).to_dict(brief=True)
+    assert body[1]["retry_of"] == ids[1] and body[-1]["tags"] == {"tenant": "acme", "plan": "pro"}
+
+
 def test_list_status_filter_is_repeatable(both):
     env = both
     good = run(env, ok)
@@ -809,6 +829,16 @@ def test_arguments_shown_with_display_func_args(make):
     assert task["args"] == ["visible-arg"]
     assert task["kwargs"]["token"] == "tok"
     assert "object" in task["kwargs"]["obj"]  # not JSON: shown as its repr
+    (listed,) = env.c.get("/tasks").json()
+    assert listed["args"] == ["visible-arg"] and listed["kwargs"] == task["kwargs"]
+
+
+def test_list_shows_arguments_with_display_func_args_from_the_file_too(make):
+    env = make(display_func_args=True, db="tasks.db")
+    task_id = run(env, ok, "visible-arg", token="tok")
+    (listed,) = env.c.get("/tasks").json()
+    assert listed == env.tm.get(task_id).to_dict(include_args=True, brief=True)
+    assert listed["args"] == ["visible-arg"] and listed["kwargs"] == {"token": "tok"}
 
 
 @pytest.mark.parametrize("show", [False, True])
