@@ -594,6 +594,17 @@ async def sc_uvicorn(args, problems, sse_clients=0):
     clients_proc = None
     result = {}
     text = ""
+
+    async def measured():
+        """One wrk run: its parsed figures, requests per second of this process's CPU, text."""
+        served0, cpu0 = len(impl.ids), time.process_time()
+        out = await run_wrk(port, seconds, conns, limit, script)
+        cpu = time.process_time() - cpu0
+        figures = parse_wrk(out)
+        figures["server_cpu_seconds"] = cpu
+        figures["rps_cpu"] = (len(impl.ids) - served0) / cpu if cpu else None
+        return figures, out
+
     try:
         if not await wait_until(lambda: server.started, 20, 0.01):
             raise RuntimeError("uvicorn did not start within 20 s")
@@ -601,6 +612,16 @@ async def sc_uvicorn(args, problems, sse_clients=0):
         limit = size("wrk_max_requests", quick)
         await run_wrk(port, 1, conns, limit, script)  # warm-up
         if sse_clients:
+            # A-B-A in this one server: no clients, clients, no clients again. Two separate
+            # server processes differ by more than the clients cost on a shared machine
+            # (single-round ratios of 0.6 to 1.5), and the mean of the two A runs cancels
+            # a machine that speeds up or slows down during the three. A longer warm-up
+            # first: a process gets faster as its store fills to max_history and then
+            # reuses the memory of evicted records (one run measured 1,974, 2,251 and
+            # 2,517 req/s in a row), so all three runs start from a full store.
+            await run_wrk(port, 2 * seconds, conns, limit, script)
+            before, _ = await measured()
+            result["none_before"] = before
             clients_proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 str(Path(__file__)),
@@ -620,12 +641,8 @@ async def sc_uvicorn(args, problems, sse_clients=0):
                 problems.append(f"SSE clients did not connect: {line[:200]!r}")
             await asyncio.sleep(0.5)
         with Profile(args):
-            served0, cpu0 = len(impl.ids), time.process_time()
-            text = await run_wrk(port, seconds, conns, limit, script)
-            cpu = time.process_time() - cpu0
-        result.update(parse_wrk(text))
-        result["server_cpu_seconds"] = cpu
-        result["rps_cpu"] = (len(impl.ids) - served0) / cpu if cpu else None
+            figures, text = await measured()
+        result.update(figures)
         if not sse_clients:
             # Then a paced run on the store the saturated run filled: the tail latency
             # without the queueing that only mirrors throughput at saturation.
@@ -651,6 +668,17 @@ async def sc_uvicorn(args, problems, sse_clients=0):
                 problems.append(f"{stats['connected']}/{sse_clients} SSE clients connected")
             if impl.tracked and stats["events"] < sse_clients:
                 problems.append(f"SSE clients received only {stats['events']} events in all")
+            await asyncio.sleep(0.5)  # the streams notice their clients left
+            after, _ = await measured()
+            result["none_after"] = after
+            runs = (before, after)
+            if any(r.get("rps") is None or r.get("rps_cpu") is None for r in runs):
+                problems.append("could not parse the wrk output of a run without clients")
+            elif result.get("rps") and result.get("rps_cpu"):
+                result["rps_none"] = statistics.mean(r["rps"] for r in runs)
+                result["rps_cpu_none"] = statistics.mean(r["rps_cpu"] for r in runs)
+                result["ratio"] = result["rps"] / result["rps_none"]
+                result["ratio_cpu"] = result["rps_cpu"] / result["rps_cpu_none"]
         if result.get("rps") is None or result.get("p99_ms") is None:
             problems.append("could not parse wrk output: " + text[-300:])
         if result.get("non2xx") or result.get("socket_errors"):
