@@ -201,7 +201,7 @@ _ISO_SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDTHH:MM:SS"
 
 
 def _iso(ts: float | None) -> str | None:
-    """``datetime.fromtimestamp(ts, timezone.utc).isoformat()``, three times faster.
+    """``datetime.fromtimestamp(ts, timezone.utc).isoformat()``, about twice as fast.
 
     A page of 100 tasks formats 300 times, the dashboard's stream thousands a
     second: the date part is cached per second, and the microseconds are
