@@ -26,83 +26,54 @@ import time
 from pathlib import Path
 
 import httpx
-from fastapi import BackgroundTasks, Depends, FastAPI
-
-ROOT = Path(__file__).resolve().parent.parent
-DONE = [0]
+from _worker import ROOT, C, Plain, Tracked, http_load, noop_async, wait_until
 
 
-async def noop():
-    DONE[0] += 1
+class Variant(Tracked):
+    """One copy of taskflow.py with at most one method changed, and the bench's enqueue app."""
+
+    name = "ours"
+
+    def __init__(self, variant: str):
+        spec = importlib.util.spec_from_file_location(
+            f"taskflow_{variant}", ROOT / "taskflow_vendor" / "taskflow.py"
+        )
+        self.mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = self.mod
+        spec.loader.exec_module(self.mod)
+        if variant == "nowait":
+
+            async def no_commit(self, records):
+                return None
+
+            self.mod.TaskManager._make_durable = no_commit
+        elif variant == "sleep":
+
+            async def sleep_write(self, rows, *, heartbeat=False):
+                await asyncio.sleep(0.0011)
+
+            self.mod._Database.write = sleep_write
+        persist = variant != "nopersist"
+        db = Path(tempfile.mkdtemp(prefix="tfbench-")) / "tasks.db"
+        self.tm = self.mod.TaskManager(snapshot_db=str(db) if persist else None)
+        self.ids: list = []
+        self.register(noop_async, persist=persist)
 
 
-def load_taskflow(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "taskflow_vendor" / "taskflow.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def plain_app():
-    app = FastAPI()
-
-    @app.post("/enqueue")
-    async def enqueue(background_tasks: BackgroundTasks):
-        background_tasks.add_task(noop)
-        return {"ok": True}
-
-    return app
-
-
-def ours_app(variant: str):
-    tf = load_taskflow(f"taskflow_{variant}")
-    if variant == "nowait":
-
-        async def no_commit(self, records):
-            return None
-
-        tf.TaskManager._make_durable = no_commit
-    elif variant == "sleep":
-
-        async def sleep_write(self, rows, *, heartbeat=False):
-            await asyncio.sleep(0.0011)
-
-        tf._Database.write = sleep_write
-    persist = variant != "nopersist"
-    tm = tf.TaskManager(snapshot_db=str(Path(tempfile.mkdtemp()) / "t.db") if persist else None)
-    tm.task(persist=persist)(noop)
-    app = FastAPI()
-    tf.TaskAdmin(app, tm)
-
-    @app.post("/enqueue")
-    async def enqueue(tasks=Depends(tm.get_tasks)):
-        return {"task_id": tasks.add_task(noop)}
-
-    return app
-
-
-async def load(client: httpx.AsyncClient, n: int, in_flight: int = 16) -> None:
-    target = DONE[0] + n
-    numbers = iter(range(n))
-
-    async def worker():
-        for _ in numbers:
-            response = await client.post("/enqueue")
-            response.raise_for_status()
-
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    deadline = time.monotonic() + 30
-    while DONE[0] < target:
-        if time.monotonic() > deadline:
-            raise RuntimeError("tasks did not all run within 30 s")
-        await asyncio.sleep(0.0005)
+async def load(client: httpx.AsyncClient, n: int) -> None:
+    """``n`` requests, 16 in flight, then until every task has run."""
+    target = C.n + n
+    done, errors = await http_load(client, "/enqueue", n, 16, time.perf_counter() + 60)
+    if errors or done != n:
+        raise RuntimeError(f"{done} of {n} requests done, errors: {dict(errors)}")
+    if not await wait_until(lambda: C.n >= target, 30):
+        raise RuntimeError("tasks did not all run within 30 s")
 
 
 async def main(rounds: int, n: int) -> None:
-    variants = {"plain": plain_app()}
+    variants = {"plain": Plain().build_app(noop_async)}
     for name in ("nopersist", "nowait", "sleep", "persist"):
-        variants[name] = ours_app(name)
+        variants[name] = Variant(name).build_app(noop_async)
     clients, lifespans = {}, []
     for name, app in variants.items():
         lifespan = app.router.lifespan_context(app)
