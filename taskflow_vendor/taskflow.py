@@ -1608,7 +1608,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
         if job is None:
             return task_id
         if self._closed:
-            manager._release(job)
+            manager._release_from_any_thread(job)
             return task_id
         self._held.append(job)
         durable = job.record.persist
@@ -1974,10 +1974,7 @@ class TaskManager:
         """
         job, task_id = self._create(func, args, kwargs, idempotency_key, tags, held=False)
         if job is not None:
-            if self._loop is not None and threading.get_ident() != self._loop_thread:
-                self._loop.call_soon_threadsafe(self._release, job)
-            else:
-                self._release(job)
+            self._release_from_any_thread(job)
         return task_id
 
     def _create(
@@ -2078,6 +2075,13 @@ class TaskManager:
             logger.warning("cannot look up idempotency key %r in %s", key, self.snapshot_db)
             return None
         return (row[0], TaskStatus(row[1])) if row else None
+
+    def _release_from_any_thread(self, job: _Job) -> None:
+        """``_release``, handed to the loop when called from another thread."""
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._release, job)
+        else:
+            self._release(job)
 
     def _release(self, job: _Job) -> None:
         """Start a task whose request has answered (or that was added directly).

@@ -608,6 +608,11 @@ async def test_a_task_added_after_the_request_ended_starts_at_once():
         assert (await reaches(tm, first)).status is TaskStatus.SUCCESS
         late = kept[0].add_task(job)
         assert (await reaches(tm, late, timeout=5)).status is TaskStatus.SUCCESS
+        # From another thread too: handed to the loop (asyncio's debug mode raises on a
+        # call_soon from a foreign thread).
+        asyncio.get_running_loop().set_debug(True)
+        threaded = await asyncio.to_thread(kept[0].add_task, job)
+        assert (await reaches(tm, threaded, timeout=5)).status is TaskStatus.SUCCESS
 
 
 async def test_a_burst_of_tasks_starts_in_order_and_in_slices_that_let_the_loop_turn():
