@@ -169,7 +169,34 @@ _STATUS_VALUES = tuple(s.value for s in TaskStatus)
 def _name_of(func: Callable[..., Any]) -> str:
     while isinstance(func, functools.partial):
         func = func.func
-    return getattr(func, "__name__", None) or type(func).__name__
+    return _clean(str(getattr(func, "__name__", None) or type(func).__name__))
+
+
+def _clean(text: str) -> str:
+    """``text`` as every database and response can hold it: lone surrogates and NULs
+    become U+FFFD.
+
+    Starlette's JSON parser lets a lone surrogate ("\\ud800") through from any
+    request body; neither SQLite's UTF-8 nor PostgreSQL accepts one, and
+    PostgreSQL refuses NUL too. Every string the module keeps passes through here
+    once, where it enters a record; valid text comes back unchanged.
+    """
+    if text.isascii():
+        return text if "\x00" not in text else text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A pair written as two code points is joined; a lone half is replaced.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text.replace("\x00", "\ufffd")
+
+
+def _text_of(value: Any) -> str:
+    """``str(value)``, cleaned; a ``__str__`` that raises must not take a task down."""
+    try:
+        return _clean(str(value))
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -883,6 +910,16 @@ _UPSERT_TAIL = " ON CONFLICT(task_id) DO UPDATE SET " + ", ".join(
         "owner",
     )
 )
+# What a value in a row can raise when bound or stored (not the database being
+# locked, full or gone: those are sqlite3.OperationalError).
+_ROW_ERRORS = (
+    ValueError,
+    OverflowError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
 # Forward migrations: _MIGRATIONS[n] takes a file from user_version n to n + 1.
 _MIGRATIONS: dict[int, list[str]] = {}
 
@@ -912,18 +949,19 @@ def _encode_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, st
     """JSON of the arguments, or None when JSON cannot hold them faithfully."""
     if not args and not kwargs:
         return _NO_ARGS
-    try:
-        encoded = (_compact_json(list(args)), _compact_json(kwargs))
-    except (TypeError, ValueError):
-        return None
     # Tuples come back as lists, non-str dict keys as str and NaN unequal: refuse what
     # would not round-trip. Plain scalars always do, so only containers are decoded.
-    if all(
-        type(v) in _EXACT_SCALARS or (type(v) is float and math.isfinite(v))
-        for v in itertools.chain(args, kwargs.values())
-    ):
-        return encoded
-    if json.loads(encoded[0]) != list(args) or json.loads(encoded[1]) != kwargs:
+    # Any failure (too deep, a hostile __eq__) means "cannot be stored", never a crash.
+    try:
+        encoded = (_compact_json(list(args)), _compact_json(kwargs))
+        if all(
+            type(v) in _EXACT_SCALARS or (type(v) is float and math.isfinite(v))
+            for v in itertools.chain(args, kwargs.values())
+        ):
+            return encoded
+        if json.loads(encoded[0]) != list(args) or json.loads(encoded[1]) != kwargs:
+            return None
+    except Exception:
         return None
     return encoded
 
@@ -1142,16 +1180,43 @@ class _Database:
         assert self.conn is not None
         for start in range(0, len(rows), _ROWS_PER_STATEMENT):
             chunk = rows[start : start + _ROWS_PER_STATEMENT]
-            await self.conn.execute(
-                _UPSERT_HEAD + ", ".join([_ROW_MARKS] * len(chunk)) + _UPSERT_TAIL,
-                [value for row in chunk for value in row],
-            )
+            try:
+                await self._upsert(chunk)
+            except _ROW_ERRORS:
+                await self._upsert_one_by_one(chunk)
         if heartbeat:
             await self.conn.execute(
                 "INSERT INTO instances (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
                 (self.owner, socket.gethostname(), os.getpid(), time.time()),
             )
+
+    async def _upsert(self, chunk: list[tuple[Any, ...]]) -> None:
+        assert self.conn is not None
+        await self.conn.execute(
+            _UPSERT_HEAD + ", ".join([_ROW_MARKS] * len(chunk)) + _UPSERT_TAIL,
+            [value for row in chunk for value in row],
+        )
+
+    async def _upsert_one_by_one(self, chunk: list[tuple[Any, ...]]) -> None:
+        """A chunk the database refused, row by row: one bad row never blocks the others.
+
+        A refused row is written again with every text cleaned; if the database
+        still refuses it, it is logged and skipped (it stays in memory). Errors of
+        the database itself (locked, disk full) are not row errors: they propagate
+        and the whole batch is tried again later.
+        """
+        for row in chunk:
+            try:
+                await self._upsert([row])
+                continue
+            except _ROW_ERRORS as exc:
+                first = exc
+            try:
+                await self._upsert([tuple(_clean(v) if type(v) is str else v for v in row)])
+                logger.warning("task %s: stored with its text cleaned (%s)", row[0], first)
+            except _ROW_ERRORS:
+                logger.exception("task %s cannot be stored and is skipped", row[0])
 
     async def leave(self) -> None:
         """Forget this process's heartbeat, so others may claim what it left pending."""
@@ -1400,7 +1465,10 @@ class _LogFile:
 
 
 def _log_value(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:
+        text = f"<unprintable {type(value).__name__}>"
     if not text or any(c.isspace() or c in "\"'=" for c in text):
         return json.dumps(text, ensure_ascii=False)
     return text
@@ -1895,6 +1963,8 @@ class TaskManager:
             _check_bool(flag, value)
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise TypeError(f"name must be a non-empty string or None, got {name!r}")
+        if name is not None and _clean(name) != name:
+            raise ValueError(f"name must be storable text (no NUL, no lone surrogate): {name!r}")
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
         if not (
@@ -1995,13 +2065,14 @@ class TaskManager:
                 raise TypeError(
                     f"idempotency_key must be a non-empty string, got {idempotency_key!r}"
                 )
+            idempotency_key = _clean(idempotency_key)
             existing = self._by_idempotency(idempotency_key)
             if existing is not None:
                 return None, existing
         if tags is not None:
             if not isinstance(tags, dict):
                 raise TypeError(f"tags must be a dict of str to str, got {tags!r}")
-            tags = {str(k): str(v) for k, v in tags.items()}
+            tags = {_text_of(k): _text_of(v) for k, v in tags.items()}
         config, is_async = self._config_for(func)
         if config.persist and _encode_args(args, kwargs) is None:
             raise TaskArgumentError(
@@ -2194,8 +2265,7 @@ class TaskManager:
         if isinstance(exc, asyncio.TimeoutError) and config.timeout is not None:
             message = f"timed out after {config.timeout:g}s"
         else:
-            message = f"{type(exc).__name__}: {exc}"
-        message = message[:_MAX_ERROR]
+            message = f"{type(exc).__name__}: {_text_of(exc)}"[:_MAX_ERROR]
         attempt = job.attempt
         if attempt < config.retries and isinstance(exc, config.retry_on) and not self._closing:
             ended = time.time()
@@ -2273,7 +2343,7 @@ class TaskManager:
 
     def _log(self, record: TaskRecord, level: str, message: str, extra: dict[str, Any]) -> None:
         stamp = datetime.now(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        text = message + "".join(f" {k}={_log_value(v)}" for k, v in extra.items())
+        text = _clean(message + "".join(f" {k}={_log_value(v)}" for k, v in extra.items()))
         logs = record.logs
         if logs is None:
             logs = record.logs = []
@@ -2309,7 +2379,7 @@ class TaskManager:
         """The record of any known task: memory first, then the database."""
         record = self._store.get(task_id, unwritten=True)
         if record is None and self._db is not None and self._db.conn is not None:
-            record = await self._db.get(task_id)
+            record = await self._db.get(_clean(task_id))
         return record
 
     def cancel(self, task_id: str) -> TaskRecord:
@@ -2411,6 +2481,8 @@ class TaskManager:
     ) -> tuple[list[Any], int]:
         """``query``; ``brief``: the page as ``to_dict(brief=True)`` dicts (the list endpoint)."""
         statuses = _statuses(status)
+        q = _clean(q) if q else q
+        func_name = _clean(func_name) if func_name else func_name
         _check_number("limit", limit, minimum=1, integer=True)
         _check_number("offset", offset, integer=True)
         descending = sort.startswith("-")
@@ -2553,9 +2625,9 @@ class TaskManager:
         """Record who did what (kept in SQLite with ``snapshot_db``, else the last 1,000)."""
         entry = {
             "ts": time.time(),
-            "actor": actor,
-            "action": action,
-            "task_id": task_id,
+            "actor": _text_of(actor),
+            "action": _text_of(action),
+            "task_id": _text_of(task_id) if task_id is not None else None,
             "detail": detail or {},
         }
         self._audit.appendleft(entry)
@@ -2621,7 +2693,10 @@ class TaskManager:
             return 0
         batch, store.dirty = store.dirty, {}
         owner = self._owner
-        rows = [_row(r if type(r) is tuple else _freeze(r), owner) for r in batch.values()]
+        try:
+            rows = [_row(r if type(r) is tuple else _freeze(r), owner) for r in batch.values()]
+        except Exception:
+            rows = self._rows_one_by_one(batch)
         try:
             await self._db.write(rows, heartbeat=heartbeat)
         except BaseException:
@@ -2632,6 +2707,16 @@ class TaskManager:
             if type(record) is TaskRecord:
                 record.durable = True
         return len(rows)
+
+    def _rows_one_by_one(self, batch: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of ``batch``, skipping (and logging) a record that cannot make one."""
+        rows = []
+        for task_id, r in batch.items():
+            try:
+                rows.append(_row(r if type(r) is tuple else _freeze(r), self._owner))
+            except Exception:
+                logger.exception("task %s cannot be stored and is skipped", task_id)
+        return rows
 
     async def _maintain(self) -> None:
         """Background loop: batched writes, heartbeat, claims, retention."""
@@ -2914,7 +2999,7 @@ def _is_async(func: Callable[..., Any]) -> bool:
 
 def _capped_traceback(exc: BaseException) -> str:
     """The formatted traceback, at most _MAX_TRACEBACK characters: its head and its tail."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = _clean("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     if len(text) <= _MAX_TRACEBACK:
         return text
     half = _MAX_TRACEBACK // 2
@@ -3150,8 +3235,19 @@ _UNITS = {"min": 60, "hour": 3600, "day": 86400}
 
 
 def _json(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return Response(body, status_code, headers, media_type="application/json")
+    return Response(_json_text(data).encode(), status_code, headers, media_type="application/json")
+
+
+def _json_text(data: Any) -> str:
+    """Compact JSON that always encodes as UTF-8: a task's own arguments may hold lone
+    surrogates, which then go out as \\u escapes (ASCII) instead of failing the response."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(data, separators=(",", ":"))
+    return text
 
 
 def _prometheus(metrics: dict[str, Any]) -> str:
@@ -3861,7 +3957,7 @@ def _counts(metrics: dict[str, Any]) -> tuple[int, ...]:
 
 
 def _sse(event: str, data: Any, event_id: int | None = None) -> str:
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    payload = _json_text(data)
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {payload}\n\n"
 
