@@ -784,11 +784,15 @@ def _summary(values: Iterable[float]) -> dict[str, float | None]:
 
 
 # =============================================================================
-# Persistence: one SQLite file through aiosqlite, shared safely by processes.
+# Persistence: the database behind ``snapshot_db``. One interface, _Storage, with
+# one class per dialect: _SQLiteStorage (a file through aiosqlite, the default) and
+# _PostgresStorage (a server through asyncpg, for services on several hosts).
+# TaskManager speaks only to _Storage; SQL is written once, with ``?`` marks,
+# wherever the dialects agree.
 # =============================================================================
 
 _APPLICATION_ID = 0x54464C57  # "TFLW" in the SQLite header marks our files
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _STALE_AFTER = 30.0  # seconds without heartbeat before another host's process counts as dead
 _COLUMNS = (
     "task_id, func_name, status, created_at, start_time, end_time, duration, retries_used, "
@@ -799,29 +803,19 @@ _BRIEF_COLUMNS = (  # _brief_dict's arguments, in order
     "task_id, func_name, status, created_at, start_time, end_time, retries_used, error, tags, "
     "retry_of"
 )
-_COUNT_NEW = """INSERT INTO task_counts (func_name, status, n, dur_n, dur_sum)
-        VALUES (NEW.func_name, NEW.status, 1, NEW.duration IS NOT NULL, coalesce(NEW.duration, 0))
-        ON CONFLICT (func_name, status) DO UPDATE SET n = n + 1,
-        dur_n = dur_n + excluded.dur_n, dur_sum = dur_sum + excluded.dur_sum;"""
-_COUNT_OLD = """UPDATE task_counts SET n = n - 1, dur_n = dur_n - (OLD.duration IS NOT NULL),
-        dur_sum = dur_sum - coalesce(OLD.duration, 0)
-        WHERE func_name = OLD.func_name AND status = OLD.status;"""
-# Completions and failures per minute, for the chart of the last hour.
-_COUNT_MINUTE = """INSERT INTO task_minutes (minute, success, failed)
-        SELECT CAST(NEW.end_time / 60 AS INTEGER), NEW.status = 'success', NEW.status = 'failed'
-        WHERE NEW.status IN ('success', 'failed') AND NEW.end_time IS NOT NULL
-        AND OLD_STATUS_CHECK
-        ON CONFLICT (minute) DO UPDATE SET success = success + excluded.success,
-        failed = failed + excluded.failed;"""
-_SCHEMA = [
+_UNFINISHED = "status IN ('pending', 'running')"
+_FINISHED = "status IN ('success', 'failed', 'cancelled', 'interrupted')"
+# Tables and indices, for both dialects; {real}, {serial} and {without_rowid} are
+# the few words they spell differently.
+_TABLES = [
     """CREATE TABLE IF NOT EXISTS tasks (
         task_id TEXT PRIMARY KEY,
         func_name TEXT NOT NULL,
         status TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        start_time REAL,
-        end_time REAL,
-        duration REAL,
+        created_at {real} NOT NULL,
+        start_time {real},
+        end_time {real},
+        duration {real},
         retries_used INTEGER NOT NULL DEFAULT 0,
         error TEXT,
         stacktrace TEXT,
@@ -834,7 +828,8 @@ _SCHEMA = [
         attempts TEXT,
         persist INTEGER NOT NULL DEFAULT 0,
         requeue INTEGER NOT NULL DEFAULT 0,
-        owner TEXT
+        owner TEXT,
+        retried_as TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at)",
     "CREATE INDEX IF NOT EXISTS tasks_status_created ON tasks (status, created_at)",
@@ -849,30 +844,17 @@ _SCHEMA = [
         status TEXT NOT NULL,
         n INTEGER NOT NULL DEFAULT 0,
         dur_n INTEGER NOT NULL DEFAULT 0,
-        dur_sum REAL NOT NULL DEFAULT 0,
+        dur_sum {real} NOT NULL DEFAULT 0,
         PRIMARY KEY (func_name, status)
-    ) WITHOUT ROWID""",
+    ){without_rowid}""",
     """CREATE TABLE IF NOT EXISTS task_minutes (
         minute INTEGER PRIMARY KEY,
         success INTEGER NOT NULL DEFAULT 0,
         failed INTEGER NOT NULL DEFAULT 0
     )""",
-    f"""CREATE TRIGGER IF NOT EXISTS tasks_counted AFTER INSERT ON tasks BEGIN
-        {_COUNT_NEW}
-        {_COUNT_MINUTE.replace("OLD_STATUS_CHECK", "1")}
-    END""",
-    f"""CREATE TRIGGER IF NOT EXISTS tasks_recounted AFTER UPDATE OF status, duration ON tasks
-    WHEN OLD.status IS NOT NEW.status OR OLD.duration IS NOT NEW.duration BEGIN
-        {_COUNT_OLD}
-        {_COUNT_NEW}
-        {_COUNT_MINUTE.replace("OLD_STATUS_CHECK", "OLD.status IS NOT NEW.status")}
-    END""",
-    f"""CREATE TRIGGER IF NOT EXISTS tasks_uncounted AFTER DELETE ON tasks BEGIN
-        {_COUNT_OLD}
-    END""",
     """CREATE TABLE IF NOT EXISTS audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        ts REAL NOT NULL,
+        id {serial},
+        ts {real} NOT NULL,
         actor TEXT NOT NULL,
         action TEXT NOT NULL,
         task_id TEXT,
@@ -880,21 +862,26 @@ _SCHEMA = [
     )""",
     """CREATE TABLE IF NOT EXISTS revoked_sessions (
         session_id TEXT PRIMARY KEY,
-        until REAL NOT NULL
+        until {real} NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS instances (
         owner TEXT PRIMARY KEY,
         host TEXT NOT NULL,
         pid INTEGER NOT NULL,
-        heartbeat REAL NOT NULL
+        heartbeat {real} NOT NULL
     )""",
 ]
+# Forward migrations, the same SQL on both dialects: _MIGRATIONS[n] takes a
+# database from schema n to n + 1. A new database is created at _SCHEMA_VERSION.
+_MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE tasks ADD COLUMN retried_as TEXT"],
+}
 _ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
-_ROWS_PER_STATEMENT = 1000  # 20 columns each: well below SQLite's 32,766 variables
+_ROWS_PER_STATEMENT = 1000  # 20 columns each: below both dialects' limits on parameters
 _UPSERT_HEAD = f"INSERT INTO tasks ({_COLUMNS}) VALUES "
 # An update sets only what can change after a task is created: indices over the
 # other columns (created_at, func_name, idempotency_key) are then left alone.
-_UPSERT_TAIL = " ON CONFLICT(task_id) DO UPDATE SET " + ", ".join(
+_UPSERT_TAIL = " ON CONFLICT (task_id) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}"
     for c in (
         "status",
@@ -910,26 +897,15 @@ _UPSERT_TAIL = " ON CONFLICT(task_id) DO UPDATE SET " + ", ".join(
         "owner",
     )
 )
-# What a value in a row can raise when bound or stored (not the database being
-# locked, full or gone: those are sqlite3.OperationalError).
-_ROW_ERRORS = (
-    ValueError,
-    OverflowError,
-    sqlite3.DataError,
-    sqlite3.IntegrityError,
-    sqlite3.InterfaceError,
-    sqlite3.ProgrammingError,
-)
-# Forward migrations: _MIGRATIONS[n] takes a file from user_version n to n + 1.
-_MIGRATIONS: dict[int, list[str]] = {}
-
+# Sort keys; the nullable ones sort NULLs as SQLite does (first ascending, last
+# descending), so that both dialects give the same page.
 _SORTS = {
-    "created_at": "created_at",
-    "duration": "duration",
-    "func_name": "func_name",
-    "status": "status",
-    "start_time": "start_time",
-    "end_time": "end_time",
+    "created_at": False,
+    "duration": True,
+    "func_name": False,
+    "status": False,
+    "start_time": True,
+    "end_time": True,
 }
 
 
@@ -1053,16 +1029,404 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class _Database:
-    """The SQLite file: schema, batched writes, queries, claims and the audit trail."""
+class _Storage:
+    """The database behind ``snapshot_db``: what TaskManager needs of it, once.
 
-    def __init__(self, path: str, owner: str) -> None:
-        self.path = path
+    A subclass per dialect provides the connection (``open``/``close``), statements
+    (``fetch``/``execute``), transactions (``atomic``), its schema, a synchronous
+    idempotency-key lookup, and the few expressions that differ. Everything else,
+    from batched upserts to claims of a dead process's tasks, is shared here.
+    """
+
+    now_sql = ""  # the database's clock in seconds since the epoch: heartbeats use it
+    like = "LIKE"  # a case-insensitive LIKE for ``q`` search
+    # What a value in a row can raise when bound or stored; not the database being
+    # locked, full or gone, which keep the whole batch for the next turn.
+    row_errors: tuple[type[BaseException], ...] = (ValueError, OverflowError)
+
+    def __init__(self, target: str, owner: str) -> None:
+        self.target = target  # for messages: never holds a password
         self.owner = owner
-        self.conn: aiosqlite.Connection | None = None
+
+    # -- what each dialect provides ------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Open and usable."""
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def fetch(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one statement; how many rows it changed."""
+        raise NotImplementedError
+
+    async def atomic(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``work`` (which uses ``fetch``/``execute``) in one write transaction."""
+        raise NotImplementedError
+
+    def _lookup_key(self, key: str) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------
 
     def _fail(self, why: str) -> TaskflowDatabaseError:
-        return TaskflowDatabaseError(f"snapshot_db={self.path!r}: {why}")
+        return TaskflowDatabaseError(f"snapshot_db={self.target!r}: {why}")
+
+    async def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        rows = await self.fetch(sql, params)
+        return rows[0][0] if rows else None
+
+    def find_key(self, key: str) -> tuple[str, TaskStatus] | None:
+        """The newest task of idempotency ``key`` in the database: older keys, and other
+        processes' keys. Synchronous, as ``add_task`` is: one indexed query, made only
+        when memory does not know the key."""
+        try:
+            row = self._lookup_key(key)
+        except Exception:
+            logger.warning("cannot look up idempotency key %r in %s", key, self.target)
+            return None
+        return (row[0], TaskStatus(row[1])) if row else None
+
+    async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> None:
+        """Upsert ``rows`` (and refresh this process's heartbeat).
+
+        Each chunk is one multi-row INSERT: a single statement is atomic on its own,
+        so a batch costs one round trip instead of three (BEGIN, executemany,
+        COMMIT), and no transaction is ever left open by a cancelled caller. A batch
+        cut short by an error is simply written again: upserts are idempotent.
+        """
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            try:
+                await self._upsert(chunk)
+            except self.row_errors:
+                await self._upsert_one_by_one(chunk)
+        if heartbeat:
+            await self.execute(
+                "INSERT INTO instances (owner, host, pid, heartbeat) "
+                f"VALUES (?, ?, ?, {self.now_sql}) "
+                "ON CONFLICT (owner) DO UPDATE SET heartbeat = excluded.heartbeat",
+                (self.owner, _clean(socket.gethostname()), os.getpid()),
+            )
+
+    async def _upsert(self, chunk: list[tuple[Any, ...]]) -> None:
+        await self.execute(
+            _UPSERT_HEAD + ", ".join([_ROW_MARKS] * len(chunk)) + _UPSERT_TAIL,
+            [value for row in chunk for value in row],
+        )
+
+    async def _upsert_one_by_one(self, chunk: list[tuple[Any, ...]]) -> None:
+        """A chunk the database refused, row by row: one bad row never blocks the others.
+
+        A refused row is written again with every text cleaned; if the database
+        still refuses it, it is logged and skipped (it stays in memory). Errors of
+        the database itself (locked, disk full) are not row errors: they propagate
+        and the whole batch is tried again later.
+        """
+        for row in chunk:
+            try:
+                await self._upsert([row])
+                continue
+            except self.row_errors as exc:
+                first = exc
+            try:
+                await self._upsert([tuple(_clean(v) if type(v) is str else v for v in row)])
+                logger.warning("task %s: stored with its text cleaned (%s)", row[0], first)
+            except self.row_errors:
+                logger.exception("task %s cannot be stored and is skipped", row[0])
+
+    async def leave(self) -> None:
+        """Forget this process's heartbeat, so others may claim what it left pending."""
+        await self.execute("DELETE FROM instances WHERE owner = ?", (self.owner,))
+
+    async def _dead_owners(self) -> list[str]:
+        owners = [
+            r[0]
+            for r in await self.fetch(
+                f"SELECT DISTINCT owner FROM tasks WHERE {_UNFINISHED} "
+                "AND owner IS NOT NULL AND owner != ?",
+                (self.owner,),
+            )
+        ]
+        if not owners:
+            return []
+        alive = {
+            r[0]: r[1:]
+            for r in await self.fetch(
+                f"SELECT owner, host, pid, heartbeat, {self.now_sql} FROM instances"
+            )
+        }
+        host, dead = _clean(socket.gethostname()), []
+        for owner in owners:
+            info = alive.get(owner)
+            if info is None:
+                dead.append(owner)  # left gracefully, or its row was never written
+            elif info[0] == host and not _pid_alive(info[1]) or info[3] - info[2] > _STALE_AFTER:
+                dead.append(owner)
+        return dead
+
+    async def claim_orphans(self, names: Iterable[str]) -> list[TaskRecord]:
+        """Take over unfinished rows of dead processes; each row goes to one claimant.
+
+        Only rows of functions this process knows are claimed: another process
+        sharing the database may be the one that can run them.
+        """
+        names = list(names)
+        dead = await self._dead_owners()
+        if not dead or not names:
+            return []
+        marks = ", ".join("?" * len(names))
+
+        async def work() -> list[TaskRecord]:
+            claimed: list[TaskRecord] = []
+            for owner in dead:
+                # The owner check inside the UPDATE makes the claim atomic across
+                # processes: a second claimant finds the owner changed and takes nothing.
+                rows = await self.fetch(
+                    f"UPDATE tasks SET owner = ? WHERE owner = ? AND {_UNFINISHED} "
+                    f"AND func_name IN ({marks}) RETURNING {_COLUMNS}",
+                    (self.owner, owner, *names),
+                )
+                claimed.extend(_record_from_row(r) for r in rows)
+            return claimed
+
+        return await self.atomic(work)  # type: ignore[no-any-return]
+
+    async def unfinished_names(self) -> list[str]:
+        """Functions that have pending or running rows in the database."""
+        return [
+            row[0]
+            for row in await self.fetch(f"SELECT DISTINCT func_name FROM tasks WHERE {_UNFINISHED}")
+        ]
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        rows = await self.fetch(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,))
+        return _record_from_row(rows[0]) if rows else None
+
+    async def query(
+        self,
+        statuses: list[str],
+        func_name: str | None,
+        q: str | None,
+        lo: float | None,
+        hi: float | None,
+        sort: str,
+        descending: bool,
+        limit: int,
+        offset: int,
+        *,
+        brief: bool = False,
+    ) -> tuple[list[Any], int]:
+        """One page and the total, in one statement.
+
+        Filtered only by status and function, the total comes from the
+        trigger-kept counters instead of a count(*) scan. ``brief``: the page as
+        ``to_dict(brief=True)`` dicts, read from the columns they show only
+        (tracebacks, logs and arguments stay in the database).
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        if statuses:
+            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if func_name:
+            clauses.append("func_name = ?")
+            params.append(func_name)
+        if q:
+            like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append(f"(task_id LIKE ? ESCAPE '\\' OR func_name {self.like} ? ESCAPE '\\')")
+            params.extend([like.lower() + "%", "%" + like + "%"])
+        if lo is not None:
+            clauses.append("created_at >= ?")
+            params.append(lo)
+        if hi is not None:
+            clauses.append("created_at <= ?")
+            params.append(hi)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        direction = "DESC" if descending else "ASC"
+        nulls = (" NULLS LAST" if descending else " NULLS FIRST") if _SORTS[sort] else ""
+        order = f"{sort} {direction}{nulls}, created_at {direction}, task_id {direction}"
+        if not (q or lo is not None or hi is not None):
+            count = f"SELECT coalesce(sum(n), 0) FROM task_counts{where}"
+        else:
+            count = f"SELECT count(*) FROM tasks{where}"
+        # The total rides along as an extra column: one round trip.
+        rows = await self.fetch(
+            f"SELECT {_BRIEF_COLUMNS if brief else _COLUMNS}, ({count}) FROM tasks{where} "
+            f"ORDER BY {order} LIMIT ? OFFSET ?",
+            (*params, *params, limit, offset),
+        )
+        total = rows[0][-1] if rows else await self.scalar(count, params)
+        if brief:
+            page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, r[9]) for r in rows]
+        else:
+            page = [_record_from_row(r[:-1]) for r in rows]
+        return page, int(total or 0)
+
+    async def delete_finished_before(self, cutoff: float) -> int:
+        async def work() -> int:
+            deleted = await self.execute(
+                f"DELETE FROM tasks WHERE {_FINISHED} AND end_time < ?", (cutoff,)
+            )
+            await self.execute(
+                "DELETE FROM task_minutes WHERE minute < ?", (int(time.time() // 60) - 120,)
+            )
+            return deleted
+
+        return await self.atomic(work)  # type: ignore[no-any-return]
+
+    async def load_stats(self, store: _Store) -> None:
+        """Rebuild the store's counters from the whole database (indices keep this quick)."""
+        store.reset_stats()
+        # task_counts is kept exact by triggers, so this never scans the tasks table.
+        for name, status, n, dur_n, dur_sum in await self.fetch(
+            "SELECT func_name, status, n, dur_n, dur_sum FROM task_counts WHERE n != 0"
+        ):
+            stats = store.func(name)
+            stats.counts[TaskStatus(status)] += n
+            stats.dur_n += dur_n
+            stats.dur_sum += dur_sum
+        for minute, success, failed in await self.fetch(
+            "SELECT minute, success, failed FROM task_minutes WHERE minute >= ?",
+            (int(time.time() // 60) - 60,),
+        ):
+            store.minutes[minute] = [success, failed]
+        for name, duration in reversed(
+            await self.fetch(
+                "SELECT func_name, duration FROM tasks WHERE end_time IS NOT NULL "
+                "AND duration IS NOT NULL ORDER BY end_time DESC LIMIT ?",
+                (min(store.recent.size, 1000),),
+            )
+        ):
+            store.func(name).recent.add(duration)
+            store.recent.add(duration)
+        # Records in memory that the database does not hold yet still count.
+        for entry in store.dirty.values():
+            record = _thaw(entry) if type(entry) is tuple else entry
+            if not record.durable:
+                store.func(record.func_name).counts[record.status] += 1
+
+    async def revoke(self, session_id: str, until: float) -> None:
+        await self.execute("DELETE FROM revoked_sessions WHERE until < ?", (time.time(),))
+        await self.execute(
+            "INSERT INTO revoked_sessions (session_id, until) VALUES (?, ?) "
+            "ON CONFLICT (session_id) DO UPDATE SET until = excluded.until",
+            (session_id, until),
+        )
+
+    async def is_revoked(self, session_id: str) -> bool:
+        value = await self.scalar(
+            "SELECT 1 FROM revoked_sessions WHERE session_id = ? AND until >= ?",
+            (session_id, time.time()),
+        )
+        return value is not None
+
+    async def add_audit(self, entry: dict[str, Any]) -> None:
+        await self.execute(
+            "INSERT INTO audit (ts, actor, action, task_id, detail) VALUES (?, ?, ?, ?, ?)",
+            (
+                entry["ts"],
+                entry["actor"],
+                entry["action"],
+                entry["task_id"],
+                json.dumps(entry["detail"]),
+            ),
+        )
+
+    async def audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        rows = await self.fetch(
+            "SELECT ts, actor, action, task_id, detail FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return [
+            {
+                "ts": r[0],
+                "actor": r[1],
+                "action": r[2],
+                "task_id": r[3],
+                "detail": json.loads(r[4]) if r[4] else {},
+            }
+            for r in rows
+        ]
+
+
+def _storage_for(target: str, owner: str) -> _Storage:
+    """The storage ``snapshot_db`` names: a PostgreSQL URL, else a SQLite file path."""
+    if _is_postgres_url(target):
+        return _PostgresStorage(target, owner)
+    return _SQLiteStorage(target, owner)
+
+
+# -- SQLite --------------------------------------------------------------------------
+
+_SQLITE_WORDS = {
+    "real": "REAL",
+    "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "without_rowid": " WITHOUT ROWID",
+}
+_COUNT_NEW = """INSERT INTO task_counts (func_name, status, n, dur_n, dur_sum)
+        VALUES (NEW.func_name, NEW.status, 1, NEW.duration IS NOT NULL, coalesce(NEW.duration, 0))
+        ON CONFLICT (func_name, status) DO UPDATE SET n = n + 1,
+        dur_n = dur_n + excluded.dur_n, dur_sum = dur_sum + excluded.dur_sum;"""
+_COUNT_OLD = """UPDATE task_counts SET n = n - 1, dur_n = dur_n - (OLD.duration IS NOT NULL),
+        dur_sum = dur_sum - coalesce(OLD.duration, 0)
+        WHERE func_name = OLD.func_name AND status = OLD.status;"""
+# Completions and failures per minute, for the chart of the last hour.
+_COUNT_MINUTE = """INSERT INTO task_minutes (minute, success, failed)
+        SELECT CAST(NEW.end_time / 60 AS INTEGER), NEW.status = 'success', NEW.status = 'failed'
+        WHERE NEW.status IN ('success', 'failed') AND NEW.end_time IS NOT NULL
+        AND OLD_STATUS_CHECK
+        ON CONFLICT (minute) DO UPDATE SET success = success + excluded.success,
+        failed = failed + excluded.failed;"""
+_SQLITE_SCHEMA = [
+    *(statement.format(**_SQLITE_WORDS) for statement in _TABLES),
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_counted AFTER INSERT ON tasks BEGIN
+        {_COUNT_NEW}
+        {_COUNT_MINUTE.replace("OLD_STATUS_CHECK", "1")}
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_recounted AFTER UPDATE OF status, duration ON tasks
+    WHEN OLD.status IS NOT NEW.status OR OLD.duration IS NOT NEW.duration BEGIN
+        {_COUNT_OLD}
+        {_COUNT_NEW}
+        {_COUNT_MINUTE.replace("OLD_STATUS_CHECK", "OLD.status IS NOT NEW.status")}
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_uncounted AFTER DELETE ON tasks BEGIN
+        {_COUNT_OLD}
+    END""",
+]
+
+
+class _SQLiteStorage(_Storage):
+    """One SQLite file through aiosqlite (WAL), shared safely by the processes of a host."""
+
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+    row_errors = (
+        ValueError,
+        OverflowError,
+        sqlite3.DataError,
+        sqlite3.IntegrityError,
+        sqlite3.InterfaceError,
+        sqlite3.ProgrammingError,
+    )
+
+    def __init__(self, target: str, owner: str) -> None:
+        super().__init__(target, owner)
+        self.path = target
+        self.conn: aiosqlite.Connection | None = None
+        self._readers = threading.local()  # read-only sqlite3 connections for key lookups
+        self._reader_conns: list[sqlite3.Connection] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.conn is not None
 
     async def open(self) -> None:
         if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
@@ -1083,7 +1447,7 @@ class _Database:
                 worker.daemon = True
             self.conn = await connection
             await self.conn.execute("PRAGMA busy_timeout = 30000")
-            await self._prepare_schema()  # refuses a foreign file before anything is changed
+            await self.atomic(self._check_and_create)  # one process at a time migrates
             await self.conn.execute("PRAGMA journal_mode = WAL")
             await self.conn.execute("PRAGMA synchronous = NORMAL")
         except TaskflowDatabaseError:
@@ -1093,10 +1457,14 @@ class _Database:
             await self.close()
             raise self._fail(f"cannot be opened as a taskflow database ({exc})") from exc
 
-    async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
+    async def fetch(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         assert self.conn is not None
-        rows = await self.conn.execute_fetchall(sql, tuple(params))
-        return rows[0][0] if rows else None
+        return list(await self.conn.execute_fetchall(sql, tuple(params)))
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        assert self.conn is not None
+        cursor = await self.conn.execute(sql, tuple(params))
+        return cursor.rowcount
 
     async def atomic(self, work: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``work`` in one write transaction that a cancellation cannot cut in half.
@@ -1133,19 +1501,15 @@ class _Database:
                 await conn.execute("ROLLBACK")
             raise
 
-    async def _prepare_schema(self) -> None:
-        await self.atomic(self._check_and_create)  # one process at a time creates or migrates
-
     async def _check_and_create(self) -> None:
-        assert self.conn is not None
-        app_id = await self._scalar("PRAGMA application_id")
-        version = await self._scalar("PRAGMA user_version")
-        tables = await self._scalar("SELECT count(*) FROM sqlite_master")
+        app_id = await self.scalar("PRAGMA application_id")
+        version = await self.scalar("PRAGMA user_version")
+        tables = await self.scalar("SELECT count(*) FROM sqlite_master")
         if app_id == 0 and version == 0 and tables == 0:
-            for statement in _SCHEMA:
-                await self.conn.execute(statement)
-            await self.conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-            await self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            for statement in _SQLITE_SCHEMA:
+                await self.execute(statement)
+            await self.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+            await self.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         elif app_id != _APPLICATION_ID:
             raise self._fail("belongs to another application (it is not a taskflow database)")
         elif version > _SCHEMA_VERSION:
@@ -1156,11 +1520,15 @@ class _Database:
         else:
             while version < _SCHEMA_VERSION:
                 for statement in _MIGRATIONS[version]:
-                    await self.conn.execute(statement)
+                    await self.execute(statement)
                 version += 1
-                await self.conn.execute(f"PRAGMA user_version = {version}")
+                await self.execute(f"PRAGMA user_version = {version}")
 
     async def close(self) -> None:
+        for reader in self._reader_conns:
+            reader.close()  # sqlite3 connections may be closed from any thread
+        self._reader_conns.clear()
+        self._readers = threading.local()
         if self.conn is not None:
             conn, self.conn = self.conn, None
             try:
@@ -1168,261 +1536,262 @@ class _Database:
             except Exception:  # closing must never mask the original error
                 logger.debug("closing %s failed", self.path, exc_info=True)
 
-    async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> None:
-        """Upsert ``rows`` (and refresh this process's heartbeat).
+    def _lookup_key(self, key: str) -> tuple[Any, ...] | None:
+        # A plain read-only sqlite3 query on an index: tens of microseconds.
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
+            self._readers.conn = conn
+            self._reader_conns.append(conn)
+        row: tuple[Any, ...] | None = conn.execute(
+            "SELECT task_id, status FROM tasks WHERE idempotency_key = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+        return row
 
-        Each chunk is one multi-row INSERT: a single statement is atomic on its own,
-        so a batch costs one round trip to aiosqlite's thread instead of three
-        (BEGIN, executemany, COMMIT), and no transaction is ever left open by a
-        cancelled caller. A batch cut short by an error is simply written again:
-        upserts are idempotent.
-        """
-        assert self.conn is not None
-        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[start : start + _ROWS_PER_STATEMENT]
-            try:
-                await self._upsert(chunk)
-            except _ROW_ERRORS:
-                await self._upsert_one_by_one(chunk)
-        if heartbeat:
-            await self.conn.execute(
-                "INSERT INTO instances (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
-                (self.owner, socket.gethostname(), os.getpid(), time.time()),
-            )
 
-    async def _upsert(self, chunk: list[tuple[Any, ...]]) -> None:
-        assert self.conn is not None
-        await self.conn.execute(
-            _UPSERT_HEAD + ", ".join([_ROW_MARKS] * len(chunk)) + _UPSERT_TAIL,
-            [value for row in chunk for value in row],
+# -- PostgreSQL ----------------------------------------------------------------------
+
+_PG_WORDS = {
+    "real": "DOUBLE PRECISION",
+    "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    "without_rowid": "",
+}
+_PG_SCHEMA = [
+    *(statement.format(**_PG_WORDS) for statement in _TABLES),
+    # The same counters as SQLite's triggers, in one trigger function.
+    """CREATE OR REPLACE FUNCTION taskflow_count() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            UPDATE task_counts SET n = n - 1, dur_n = dur_n - (OLD.duration IS NOT NULL)::int,
+                dur_sum = dur_sum - coalesce(OLD.duration, 0)
+                WHERE func_name = OLD.func_name AND status = OLD.status;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO task_counts AS c (func_name, status, n, dur_n, dur_sum)
+                VALUES (NEW.func_name, NEW.status, 1, (NEW.duration IS NOT NULL)::int,
+                        coalesce(NEW.duration, 0))
+                ON CONFLICT (func_name, status) DO UPDATE SET n = c.n + 1,
+                dur_n = c.dur_n + excluded.dur_n, dur_sum = c.dur_sum + excluded.dur_sum;
+            IF NEW.status IN ('success', 'failed') AND NEW.end_time IS NOT NULL
+               AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status) THEN
+                INSERT INTO task_minutes AS m (minute, success, failed)
+                    VALUES (floor(NEW.end_time / 60)::int, (NEW.status = 'success')::int,
+                            (NEW.status = 'failed')::int)
+                    ON CONFLICT (minute) DO UPDATE SET success = m.success + excluded.success,
+                    failed = m.failed + excluded.failed;
+            END IF;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER tasks_counted AFTER INSERT ON tasks "
+    "FOR EACH ROW EXECUTE FUNCTION taskflow_count()",
+    "CREATE TRIGGER tasks_recounted AFTER UPDATE OF status, duration ON tasks FOR EACH ROW "
+    "WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.duration IS DISTINCT FROM NEW.duration) "
+    "EXECUTE FUNCTION taskflow_count()",
+    "CREATE TRIGGER tasks_uncounted AFTER DELETE ON tasks "
+    "FOR EACH ROW EXECUTE FUNCTION taskflow_count()",
+    # Which taskflow schema this is: PostgreSQL has no user_version.
+    "CREATE TABLE taskflow_schema (application TEXT NOT NULL, version INTEGER NOT NULL)",
+]
+_PG_LOCK = _APPLICATION_ID  # advisory lock: one process at a time creates or migrates
+_pg_statements: dict[str, str] = {}  # ``?`` SQL -> ``$n`` SQL
+
+
+def _is_postgres_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def _pg_sql(sql: str) -> str:
+    """``sql`` with its ``?`` marks numbered as PostgreSQL wants them ($1, $2...)."""
+    done = _pg_statements.get(sql)
+    if done is None:
+        parts = sql.split("?")
+        done = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+        if len(_pg_statements) < 2000:  # a page's IN lists vary; keep the cache bounded
+            _pg_statements[sql] = done
+    return done
+
+
+def _split_pg_url(url: str) -> tuple[str, str, str]:
+    """(dsn for asyncpg, schema, the URL with its password hidden) of a PostgreSQL URL."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), "") or "public"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+        raise ValueError(f"snapshot_db: schema must be a plain SQL identifier, got {schema!r}")
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+    dsn = urllib.parse.urlunsplit(parts._replace(query=rest))
+    shown = parts.netloc
+    if parts.password is not None:
+        shown = shown.replace(":" + parts.password + "@", ":***@", 1)
+    return dsn, schema, urllib.parse.urlunsplit(parts._replace(netloc=shown))
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg  # imported only for a PostgreSQL snapshot_db
+    except ImportError as exc:
+        raise ImportError(
+            "snapshot_db is a PostgreSQL URL, which needs the asyncpg driver: pip install asyncpg"
+        ) from exc
+    return asyncpg
+
+
+class _PostgresStorage(_Storage):
+    """A PostgreSQL database through an asyncpg pool: one history for every host.
+
+    The schema (``?schema=`` in the URL, default ``public``) holds the same tables
+    as the SQLite file. Heartbeats use the server's clock, so hosts whose clocks
+    disagree still agree on who is alive.
+    """
+
+    now_sql = "extract(epoch from clock_timestamp())::float8"
+    like = "ILIKE"
+
+    def __init__(self, target: str, owner: str) -> None:
+        self.dsn, self.schema, shown = _split_pg_url(target)
+        super().__init__(shown, owner)
+        self.asyncpg = _import_asyncpg()
+        self.row_errors = (
+            ValueError,
+            OverflowError,
+            self.asyncpg.DataError,
+            self.asyncpg.IntegrityConstraintViolationError,
         )
+        self.pool: Any = None
+        self._tx: contextvars.ContextVar[Any] = contextvars.ContextVar("taskflow_pg_tx")
+        self._keys: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+        self._key_conn: Any = None
 
-    async def _upsert_one_by_one(self, chunk: list[tuple[Any, ...]]) -> None:
-        """A chunk the database refused, row by row: one bad row never blocks the others.
+    @property
+    def ready(self) -> bool:
+        return self.pool is not None
 
-        A refused row is written again with every text cleaned; if the database
-        still refuses it, it is logged and skipped (it stays in memory). Errors of
-        the database itself (locked, disk full) are not row errors: they propagate
-        and the whole batch is tried again later.
-        """
-        for row in chunk:
-            try:
-                await self._upsert([row])
-                continue
-            except _ROW_ERRORS as exc:
-                first = exc
-            try:
-                await self._upsert([tuple(_clean(v) if type(v) is str else v for v in row)])
-                logger.warning("task %s: stored with its text cleaned (%s)", row[0], first)
-            except _ROW_ERRORS:
-                logger.exception("task %s cannot be stored and is skipped", row[0])
-
-    async def leave(self) -> None:
-        """Forget this process's heartbeat, so others may claim what it left pending."""
-        assert self.conn is not None
-        await self.conn.execute("DELETE FROM instances WHERE owner = ?", (self.owner,))
-
-    async def _dead_owners(self) -> list[str]:
-        assert self.conn is not None
-        owners = [
-            r[0]
-            for r in await self.conn.execute_fetchall(
-                "SELECT DISTINCT owner FROM tasks WHERE status IN ('pending', 'running') "
-                "AND owner IS NOT NULL AND owner != ?",
-                (self.owner,),
-            )
-        ]
-        if not owners:
-            return []
-        alive = {
-            r[0]: r[1:]
-            for r in await self.conn.execute_fetchall(
-                "SELECT owner, host, pid, heartbeat FROM instances"
-            )
+    def _connect_args(self) -> dict[str, Any]:
+        return {
+            "dsn": self.dsn,
+            "server_settings": {"search_path": self.schema, "application_name": "taskflow"},
+            "timeout": 10.0,
         }
-        host, now, dead = socket.gethostname(), time.time(), []
-        for owner in owners:
-            info = alive.get(owner)
-            if info is None:
-                dead.append(owner)  # left gracefully, or its row was never written
-            elif info[0] == host and not _pid_alive(info[1]) or now - info[2] > _STALE_AFTER:
-                dead.append(owner)
-        return dead
 
-    async def claim_orphans(self, names: Iterable[str]) -> list[TaskRecord]:
-        """Take over unfinished rows of dead processes; each row goes to one claimant.
-
-        Only rows of functions this process knows are claimed: another process
-        sharing the file may be the one that can run them.
-        """
-        assert self.conn is not None
-        names = list(names)
-        dead = await self._dead_owners()
-        if not dead or not names:
-            return []
-        marks = ", ".join("?" * len(names))
-        conn = self.conn
-
-        async def work() -> list[TaskRecord]:
-            claimed: list[TaskRecord] = []
-            for owner in dead:
-                # The owner check inside the UPDATE makes the claim atomic across processes.
-                async with conn.execute(
-                    f"UPDATE tasks SET owner = ? WHERE owner = ? AND status IN "
-                    f"('pending', 'running') AND func_name IN ({marks}) RETURNING {_COLUMNS}",
-                    (self.owner, owner, *names),
-                ) as cur:
-                    claimed.extend(_record_from_row(r) for r in await cur.fetchall())
-            return claimed
-
-        return await self.atomic(work)  # type: ignore[no-any-return]
-
-    async def unfinished_names(self) -> list[str]:
-        """Functions that have pending or running rows in the file."""
-        assert self.conn is not None
-        return [
-            row[0]
-            for row in await self.conn.execute_fetchall(
-                "SELECT DISTINCT func_name FROM tasks WHERE status IN ('pending', 'running')"
+    async def open(self) -> None:
+        try:
+            self.pool = await self.asyncpg.create_pool(
+                min_size=1, max_size=4, command_timeout=60.0, **self._connect_args()
             )
-        ]
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_LOCK)
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                self._tx.set(conn)
+                try:
+                    await self._check_and_create()
+                finally:
+                    self._tx.set(None)
+        except TaskflowDatabaseError:
+            await self.close()
+            raise
+        except (OSError, asyncio.TimeoutError, self.asyncpg.PostgresError) as exc:
+            await self.close()
+            raise self._fail(f"cannot be opened as a taskflow database ({exc})") from exc
 
-    async def get(self, task_id: str) -> TaskRecord | None:
-        assert self.conn is not None
-        rows = await self.conn.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
-        )
-        return _record_from_row(rows[0]) if rows else None
+    async def _check_and_create(self) -> None:
+        tables = await self.scalar("SELECT to_regclass('tasks') IS NOT NULL")
+        marked = await self.scalar("SELECT to_regclass('taskflow_schema') IS NOT NULL")
+        if not tables and not marked:
+            for statement in _PG_SCHEMA:
+                await self.execute(statement)
+            await self.execute(
+                "INSERT INTO taskflow_schema (application, version) VALUES ('taskflow', ?)",
+                (_SCHEMA_VERSION,),
+            )
+            return
+        version = await self.scalar("SELECT version FROM taskflow_schema") if marked else None
+        if version is None:
+            raise self._fail(f"schema {self.schema!r} holds a tasks table of another application")
+        if version > _SCHEMA_VERSION:
+            raise self._fail(
+                f"was written by a newer taskflow (schema {version}, this copy knows "
+                f"{_SCHEMA_VERSION}); update taskflow.py"
+            )
+        while version < _SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                await self.execute(statement)
+            version += 1
+            await self.execute("UPDATE taskflow_schema SET version = ?", (version,))
 
-    async def query(
-        self,
-        where: str,
-        params: list[Any],
-        order: str,
-        limit: int,
-        offset: int,
-        *,
-        counted: bool = False,
-        brief: bool = False,
-    ) -> tuple[list[Any], int]:
-        """One page and the total; ``counted``: the filters are only status and function,
-        so the total comes from the trigger-kept counters instead of a count(*) scan.
+    async def close(self) -> None:
+        if self._keys is not None:
+            loop, thread = self._keys
+            self._keys = None
+            if self._key_conn is not None:
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(self._key_conn.close(), loop).result(5)
+                self._key_conn = None
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except Exception:
+                pool.terminate()
 
-        ``brief``: the page as ``to_dict(brief=True)`` dicts, read from the columns
-        they show only (tracebacks, logs and arguments stay in the file).
-        """
-        assert self.conn is not None
-        if counted:
-            count = f"SELECT coalesce(sum(n), 0) FROM task_counts{where}"
+    async def fetch(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._tx.get(None)
+        if conn is not None:
+            return [tuple(r) for r in await conn.fetch(_pg_sql(sql), *params)]
+        async with self.pool.acquire() as conn:
+            return [tuple(r) for r in await conn.fetch(_pg_sql(sql), *params)]
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        conn = self._tx.get(None)
+        if conn is not None:
+            status = await conn.execute(_pg_sql(sql), *params)
         else:
-            count = f"SELECT count(*) FROM tasks{where}"
-        # The total rides along as an extra column: one round trip to aiosqlite's thread.
-        rows = await self.conn.execute_fetchall(
-            f"SELECT {_BRIEF_COLUMNS if brief else _COLUMNS}, ({count}) FROM tasks{where} "
-            f"ORDER BY {order} LIMIT ? OFFSET ?",
-            (*params, *params, limit, offset),
+            async with self.pool.acquire() as conn:
+                status = await conn.execute(_pg_sql(sql), *params)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    async def atomic(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        # A cancelled caller must not cut a transaction in half: it runs in its own
+        # task, shielded, and the cancellation is delivered once it has ended.
+        inner = asyncio.ensure_future(self._transaction(work))
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await inner
+            raise
+
+    async def _transaction(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        async with self.pool.acquire() as conn, conn.transaction():
+            self._tx.set(conn)
+            return await work()
+
+    def _lookup_key(self, key: str) -> tuple[Any, ...] | None:
+        # add_task is synchronous and asyncpg is not: the lookup runs on a small loop of
+        # its own, with one connection, and this thread waits for it (one round trip).
+        if self._keys is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="taskflow-keys", daemon=True)
+            thread.start()
+            self._keys = (loop, thread)
+        future = asyncio.run_coroutine_threadsafe(self._lookup_on_loop(key), self._keys[0])
+        return future.result(10)  # type: ignore[no-any-return]
+
+    async def _lookup_on_loop(self, key: str) -> tuple[Any, ...] | None:
+        if self._key_conn is None or self._key_conn.is_closed():
+            self._key_conn = await self.asyncpg.connect(**self._connect_args())
+        row = await self._key_conn.fetchrow(
+            "SELECT task_id, status FROM tasks WHERE idempotency_key = $1 "
+            "ORDER BY created_at DESC LIMIT 1",
+            key,
         )
-        total = rows[0][-1] if rows else await self._scalar(count, params)
-        if brief:
-            page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, r[9]) for r in rows]
-        else:
-            page = [_record_from_row(r[:-1]) for r in rows]
-        return page, int(total or 0)
-
-    async def delete_finished_before(self, cutoff: float) -> int:
-        assert self.conn is not None
-        conn = self.conn
-
-        async def work() -> int:
-            cur = await conn.execute(
-                "DELETE FROM tasks WHERE status IN ('success', 'failed', 'cancelled', "
-                "'interrupted') AND end_time < ?",
-                (cutoff,),
-            )
-            await conn.execute(
-                "DELETE FROM task_minutes WHERE minute < ?", (int(time.time() // 60) - 120,)
-            )
-            return cur.rowcount
-
-        return await self.atomic(work)  # type: ignore[no-any-return]
-
-    async def load_stats(self, store: _Store) -> None:
-        """Rebuild the store's counters from the whole file (indices keep this quick)."""
-        assert self.conn is not None
-        store.reset_stats()
-        # task_counts is kept exact by triggers, so this never scans the tasks table.
-        for name, status, n, dur_n, dur_sum in await self.conn.execute_fetchall(
-            "SELECT func_name, status, n, dur_n, dur_sum FROM task_counts WHERE n != 0"
-        ):
-            stats = store.func(name)
-            stats.counts[TaskStatus(status)] += n
-            stats.dur_n += dur_n
-            stats.dur_sum += dur_sum
-        for minute, success, failed in await self.conn.execute_fetchall(
-            "SELECT minute, success, failed FROM task_minutes WHERE minute >= ?",
-            (int(time.time() // 60) - 60,),
-        ):
-            store.minutes[minute] = [success, failed]
-        for name, duration in reversed(
-            await self.conn.execute_fetchall(
-                "SELECT func_name, duration FROM tasks WHERE end_time IS NOT NULL "
-                "AND duration IS NOT NULL ORDER BY end_time DESC LIMIT ?",
-                (min(store.recent.size, 1000),),
-            )
-        ):
-            store.func(name).recent.add(duration)
-            store.recent.add(duration)
-        # Records in memory that the file does not hold yet still count.
-        for entry in store.dirty.values():
-            record = _thaw(entry) if type(entry) is tuple else entry
-            if not record.durable:
-                store.func(record.func_name).counts[record.status] += 1
-
-    async def revoke(self, session_id: str, until: float) -> None:
-        assert self.conn is not None
-        await self.conn.execute("DELETE FROM revoked_sessions WHERE until < ?", (time.time(),))
-        await self.conn.execute(
-            "INSERT OR REPLACE INTO revoked_sessions (session_id, until) VALUES (?, ?)",
-            (session_id, until),
-        )
-
-    async def is_revoked(self, session_id: str) -> bool:
-        value = await self._scalar(
-            "SELECT 1 FROM revoked_sessions WHERE session_id = ? AND until >= ?",
-            (session_id, time.time()),
-        )
-        return value is not None
-
-    async def add_audit(self, entry: dict[str, Any]) -> None:
-        assert self.conn is not None
-        await self.conn.execute(
-            "INSERT INTO audit (ts, actor, action, task_id, detail) VALUES (?, ?, ?, ?, ?)",
-            (
-                entry["ts"],
-                entry["actor"],
-                entry["action"],
-                entry["task_id"],
-                json.dumps(entry["detail"]),
-            ),
-        )
-
-    async def audit(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        assert self.conn is not None
-        rows = await self.conn.execute_fetchall(
-            "SELECT ts, actor, action, task_id, detail FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
-            (limit, offset),
-        )
-        return [
-            {
-                "ts": r[0],
-                "actor": r[1],
-                "action": r[2],
-                "task_id": r[3],
-                "detail": json.loads(r[4]) if r[4] else {},
-            }
-            for r in rows
-        ]
+        return tuple(row) if row is not None else None
 
 
 # =============================================================================
@@ -1843,7 +2212,10 @@ class TaskManager:
     Every argument is keyword-only and validated here, so a typo fails at import
     time rather than at the first task:
 
-    * ``snapshot_db``: path of a SQLite file for history, requeue and the audit trail.
+    * ``snapshot_db``: where history, requeue, the audit trail and sessions' revocations
+      are kept: the path of a SQLite file, or a ``postgresql://user:password@host/db``
+      URL (``postgres://`` too; ``?schema=name`` picks the schema, default ``public``)
+      for services on several hosts, which needs ``pip install asyncpg``.
     * ``snapshot_interval``: seconds between batched writes to that file.
     * ``requeue_pending``: at startup, run again the unfinished tasks that a stopped
       or crashed process left in the file (and save pending ones at shutdown).
@@ -1892,6 +2264,9 @@ class TaskManager:
                 "requeue_pending=True needs snapshot_db: pending tasks are saved there"
             )
         self.snapshot_db = os.fspath(snapshot_db) if snapshot_db is not None else None
+        if self.snapshot_db is not None and _is_postgres_url(self.snapshot_db):
+            _split_pg_url(self.snapshot_db)  # a bad schema= fails here, not at startup
+            _import_asyncpg()  # so does a missing driver
         self.snapshot_interval = float(snapshot_interval)
         self.requeue_pending = requeue_pending
         self.log_file = os.fspath(log_file) if log_file is not None else None
@@ -1909,7 +2284,7 @@ class TaskManager:
         self._backlog: list[_Job] = []  # released before startup(): started by it
         self._released: list[_Job] = []  # released, their asyncio tasks not created yet
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._db: _Database | None = None
+        self._db: _Storage | None = None
         self._logfile: _LogFile | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -1922,7 +2297,6 @@ class TaskManager:
         self._closing = False
         self._lifespan_apps: set[int] = set()
         self._last_refresh = 0.0
-        self._readers = threading.local()  # read-only sqlite3 connections for key lookups
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -2112,7 +2486,7 @@ class TaskManager:
             status = _frozen_status(entry) if type(entry) is tuple else entry.status
         elif key in store.idempotency_gone:
             task_id, status = store.idempotency_gone[key]
-        elif self._db is not None and (found := self._key_in_file(key)) is not None:
+        elif self._db is not None and (found := self._db.find_key(key)) is not None:
             task_id, status = found
         else:
             return None
@@ -2121,31 +2495,6 @@ class TaskManager:
         if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED):
             return None
         return task_id
-
-    def _key_in_file(self, key: str) -> tuple[str, TaskStatus] | None:
-        """The newest task of ``key`` in ``snapshot_db``: older keys, and other processes' keys.
-
-        ``add_task`` is synchronous, so this is a plain read-only sqlite3 query on an
-        index (tens of microseconds), made only when memory does not know the key.
-        """
-        conn = getattr(self._readers, "conn", None)
-        try:
-            if conn is None:
-                uri = (
-                    "file:"
-                    + urllib.parse.quote(os.path.abspath(self.snapshot_db or ""))
-                    + "?mode=ro"
-                )
-                conn = self._readers.conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-            row = conn.execute(
-                "SELECT task_id, status FROM tasks WHERE idempotency_key = ? "
-                "ORDER BY created_at DESC LIMIT 1",
-                (key,),
-            ).fetchone()
-        except sqlite3.Error:
-            logger.warning("cannot look up idempotency key %r in %s", key, self.snapshot_db)
-            return None
-        return (row[0], TaskStatus(row[1])) if row else None
 
     def _release_from_any_thread(self, job: _Job) -> None:
         """``_release``, handed to the loop when called from another thread."""
@@ -2378,7 +2727,7 @@ class TaskManager:
     async def fetch(self, task_id: str) -> TaskRecord | None:
         """The record of any known task: memory first, then the database."""
         record = self._store.get(task_id, unwritten=True)
-        if record is None and self._db is not None and self._db.conn is not None:
+        if record is None and self._db is not None and self._db.ready:
             record = await self._db.get(_clean(task_id))
         return record
 
@@ -2495,31 +2844,10 @@ class TaskManager:
         hi = _timestamp("until", until)
         lo = lo - 1e-6 if lo is not None else None
         hi = hi + 1e-6 if hi is not None else None
-        if self._db is not None and self._db.conn is not None:
+        if self._db is not None and self._db.ready:
             await self.flush()
-            clauses, params = [], []
-            if statuses:
-                clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
-                params.extend(statuses)
-            if func_name:
-                clauses.append("func_name = ?")
-                params.append(func_name)
-            if q:
-                clauses.append("(task_id LIKE ? ESCAPE '\\' OR func_name LIKE ? ESCAPE '\\')")
-                like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                params.extend([like + "%", "%" + like + "%"])
-            if lo is not None:
-                clauses.append("created_at >= ?")
-                params.append(lo)
-            if hi is not None:
-                clauses.append("created_at <= ?")
-                params.append(hi)
-            where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-            direction = "DESC" if descending else "ASC"
-            order = f"{_SORTS[key]} {direction}, created_at {direction}, task_id {direction}"
-            counted = not (q or lo is not None or hi is not None)
             return await self._db.query(
-                where, params, order, limit, offset, counted=counted, brief=brief
+                statuses, func_name, q, lo, hi, key, descending, limit, offset, brief=brief
             )
         needle = q.lower() if q else None
         records = self._store.records
@@ -2569,7 +2897,7 @@ class TaskManager:
 
         Picks up tasks that other processes sharing ``snapshot_db`` finished.
         """
-        if self._db is None or self._db.conn is None:
+        if self._db is None or not self._db.ready:
             return
         await self.flush()
         assert self._write_lock is not None
@@ -2603,7 +2931,7 @@ class TaskManager:
             ids = set(gone)
             store.finished = deque(i for i in store.finished if i not in ids)
         deleted = len(gone)
-        if self._db is not None and self._db.conn is not None:
+        if self._db is not None and self._db.ready:
             await self.flush()
             assert self._write_lock is not None
             async with self._write_lock:
@@ -2631,13 +2959,13 @@ class TaskManager:
             "detail": detail or {},
         }
         self._audit.appendleft(entry)
-        if self._db is not None and self._db.conn is not None and self._write_lock is not None:
+        if self._db is not None and self._db.ready and self._write_lock is not None:
             async with self._write_lock:
                 await self._db.add_audit(entry)
 
     async def audit_log(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Audit entries, newest first, each ``{timestamp, actor, action, task_id, detail}``."""
-        if self._db is not None and self._db.conn is not None:
+        if self._db is not None and self._db.ready:
             entries = await self._db.audit(limit, offset)
         else:
             entries = list(self._audit)[offset : offset + limit]
@@ -2653,12 +2981,12 @@ class TaskManager:
         ]
 
     async def _revoke(self, session_id: str, until: float) -> None:
-        if self._db is not None and self._db.conn is not None and self._write_lock is not None:
+        if self._db is not None and self._db.ready and self._write_lock is not None:
             async with self._write_lock:
                 await self._db.revoke(session_id, until)
 
     async def _is_revoked(self, session_id: str) -> bool:
-        if self._db is None or self._db.conn is None:
+        if self._db is None or not self._db.ready:
             return False
         return await self._db.is_revoked(session_id)
 
@@ -2674,14 +3002,14 @@ class TaskManager:
         Requests that wait here together share one write (a group commit): the
         first writes every changed row, the others find theirs already durable.
         """
-        if self._db is None or self._db.conn is None or self._write_lock is None:
+        if self._db is None or not self._db.ready or self._write_lock is None:
             return
         async with self._write_lock:
             if any(not r.durable for r in records):
                 await self._write(heartbeat=False)
 
     async def _flush(self, *, heartbeat: bool) -> int:
-        if self._db is None or self._db.conn is None or self._write_lock is None:
+        if self._db is None or not self._db.ready or self._write_lock is None:
             return 0
         async with self._write_lock:
             return await self._write(heartbeat=heartbeat)
@@ -2805,7 +3133,7 @@ class TaskManager:
             if self.log_file:
                 self._logfile = _LogFile(self.log_file)
             if self.snapshot_db:
-                self._db = _Database(self.snapshot_db, self._owner)
+                self._db = _storage_for(self.snapshot_db, self._owner)
                 await self._db.open()
                 async with self._write_lock:
                     await self._write(heartbeat=True)
@@ -2873,7 +3201,7 @@ class TaskManager:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._maintenance
                 self._maintenance = None
-            if self._db is not None and self._db.conn is not None:
+            if self._db is not None and self._db.ready:
                 await self.flush()
                 await self._db.leave()
         finally:
@@ -2883,10 +3211,6 @@ class TaskManager:
             self._jobs.clear()
 
     async def _close_resources(self) -> None:
-        reader = getattr(self._readers, "conn", None)
-        if reader is not None:
-            reader.close()
-        self._readers = threading.local()
         if self._db is not None:
             await self._db.close()
             self._db = None
