@@ -106,6 +106,7 @@ _MAX_LOG_LINES = 1000  # per task; older lines are dropped first
 _MAX_TRACEBACK = 16 * 1024  # characters kept of a traceback (its head and its tail)
 _MAX_ERROR = 2000
 _MAX_DAYS = 36_500  # a century: larger windows overflow datetime arithmetic
+_MAX_UNWRITTEN = 100_000  # changes kept in memory while the database is unreachable
 
 
 # =============================================================================
@@ -595,6 +596,9 @@ class _Store:
         # Ids of the last 4,096 changes; the last one is change number ``seq``.
         self.changes: deque[str] = deque(maxlen=4096)
         self.watchers: set[asyncio.Event] = set()
+        # Bumped when other processes changed the shared database (seen through its
+        # notifications): open dashboards then reload what they show.
+        self.remote_seq = 0
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -631,6 +635,13 @@ class _Store:
             # Once final, the frozen form is what is kept (and written).
             self.dirty[task_id] = self.records.get(task_id) or record
         self.changes.append(task_id)
+        for event in self.watchers:
+            event.set()
+
+    def changed_elsewhere(self) -> None:
+        """Other processes changed the database: counters were reloaded, pages are stale."""
+        self.remote_seq += 1
+        self.metrics_cache = None
         for event in self.watchers:
             event.set()
 
@@ -881,21 +892,27 @@ _ROWS_PER_STATEMENT = 1000  # 20 columns each: below both dialects' limits on pa
 _UPSERT_HEAD = f"INSERT INTO tasks ({_COLUMNS}) VALUES "
 # An update sets only what can change after a task is created: indices over the
 # other columns (created_at, func_name, idempotency_key) are then left alone.
-_UPSERT_TAIL = " ON CONFLICT (task_id) DO UPDATE SET " + ", ".join(
-    f"{c} = excluded.{c}"
-    for c in (
-        "status",
-        "start_time",
-        "end_time",
-        "duration",
-        "retries_used",
-        "error",
-        "stacktrace",
-        "logs",
-        "attempts",
-        "requeue",
-        "owner",
+_UPSERT_TAIL = (
+    " ON CONFLICT (task_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        for c in (
+            "status",
+            "start_time",
+            "end_time",
+            "duration",
+            "retries_used",
+            "error",
+            "stacktrace",
+            "logs",
+            "attempts",
+            "requeue",
+            "owner",
+        )
+        # A process whose tasks another claimed (it stalled past the heartbeat timeout)
+        # no longer writes them: the claimant's rows win.
     )
+    + " WHERE tasks.owner IS NULL OR tasks.owner = excluded.owner"
 )
 # Sort keys; the nullable ones sort NULLs as SQLite does (first ascending, last
 # descending), so that both dialects give the same page.
@@ -1047,6 +1064,7 @@ class _Storage:
     def __init__(self, target: str, owner: str) -> None:
         self.target = target  # for messages: never holds a password
         self.owner = owner
+        self.stale_after = _STALE_AFTER
 
     # -- what each dialect provides ------------------------------------------------
 
@@ -1074,6 +1092,11 @@ class _Storage:
 
     def _lookup_key(self, key: str) -> tuple[Any, ...] | None:
         raise NotImplementedError
+
+    async def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) when another process writes; where the
+        dialect can tell. Called on every maintenance turn: it re-listens after a
+        lost connection."""
 
     # -- shared ------------------------------------------------------------------------
 
@@ -1169,7 +1192,9 @@ class _Storage:
             info = alive.get(owner)
             if info is None:
                 dead.append(owner)  # left gracefully, or its row was never written
-            elif info[0] == host and not _pid_alive(info[1]) or info[3] - info[2] > _STALE_AFTER:
+            elif (
+                info[0] == host and not _pid_alive(info[1]) or info[3] - info[2] > self.stale_after
+            ):
                 dead.append(owner)
         return dead
 
@@ -1665,6 +1690,7 @@ class _PostgresStorage(_Storage):
         self._tx: contextvars.ContextVar[Any] = contextvars.ContextVar("taskflow_pg_tx")
         self._keys: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
         self._key_conn: Any = None
+        self._listener: Any = None
 
     @property
     def ready(self) -> bool:
@@ -1722,7 +1748,45 @@ class _PostgresStorage(_Storage):
             version += 1
             await self.execute("UPDATE taskflow_schema SET version = ?", (version,))
 
+    async def _upsert(self, chunk: list[tuple[Any, ...]]) -> None:
+        # Hosts writing at once update the same counter rows through the trigger, in
+        # orders no one controls; PostgreSQL then aborts one of them (deadlock). An
+        # upsert is idempotent: try it again, after a short random pause.
+        for attempt in range(1, 6):
+            try:
+                return await super()._upsert(chunk)
+            except self.asyncpg.TransactionRollbackError:
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(random.uniform(0.002, 0.02) * attempt)
+
+    async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> None:
+        await super().write(rows, heartbeat=heartbeat)
+        if rows:  # tell the other processes' dashboards (delivered at commit)
+            await self.execute("SELECT pg_notify('taskflow', ?)", (self.owner,))
+
+    async def listen(self, callback: Callable[[], None]) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        owner = self.owner
+
+        def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            if payload != owner:
+                callback()
+
+        try:
+            self._listener = await self.asyncpg.connect(**self._connect_args())
+            await self._listener.add_listener("taskflow", heard)
+        except (OSError, asyncio.TimeoutError, self.asyncpg.PostgresError):
+            self._listener = None
+            raise
+        callback()  # what changed while nobody listened
+
     async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), 5)
         if self._keys is not None:
             loop, thread = self._keys
             self._keys = None
@@ -2087,7 +2151,17 @@ class ManagedBackgroundTasks(BackgroundTasks):
         else:
             records, self._durable = self._durable, None
             if records:
-                await self._manager._make_durable(records)
+                try:
+                    await self._manager._make_durable(records)
+                except Exception as exc:
+                    # The client must never get the id of a task that was not stored.
+                    logger.error("taskflow: persist=True tasks not stored: %r", exc)
+                    self._abandon(f"its commit failed: {type(exc).__name__}")
+                    raise HTTPException(
+                        503,
+                        "the task could not be stored; try again",
+                        headers={"Retry-After": "5"},
+                    ) from None
         return False
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -2226,6 +2300,9 @@ class TaskManager:
     * ``max_concurrent_tasks``: how many tasks may run at once (others wait, pending).
     * ``max_sync_threads``: size of the thread pool that runs sync functions.
     * ``shutdown_timeout``: seconds ``shutdown()`` waits for running tasks.
+    * ``heartbeat_timeout``: seconds without a heartbeat after which another process
+      sharing ``snapshot_db`` counts as dead, and one live process claims its
+      unfinished tasks (on the same host a dead PID is noticed at once).
     """
 
     def __init__(
@@ -2240,6 +2317,7 @@ class TaskManager:
         max_concurrent_tasks: int | None = None,
         max_sync_threads: int | None = None,
         shutdown_timeout: float = 10.0,
+        heartbeat_timeout: float = _STALE_AFTER,
     ) -> None:
         for name, value in (("snapshot_db", snapshot_db), ("log_file", log_file)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
@@ -2259,6 +2337,7 @@ class TaskManager:
             "max_sync_threads", max_sync_threads, minimum=1, allow_none=True, integer=True
         )
         _check_number("shutdown_timeout", shutdown_timeout)
+        _check_number("heartbeat_timeout", heartbeat_timeout, strict=True)
         if requeue_pending and snapshot_db is None:
             raise ValueError(
                 "requeue_pending=True needs snapshot_db: pending tasks are saved there"
@@ -2275,6 +2354,7 @@ class TaskManager:
         self.max_concurrent_tasks = max_concurrent_tasks
         self.max_sync_threads = max_sync_threads or min(32, (os.cpu_count() or 1) + 4)
         self.shutdown_timeout = float(shutdown_timeout)
+        self.heartbeat_timeout = float(heartbeat_timeout)
 
         self._registry: dict[str, tuple[Callable[..., Any], TaskConfig]] = {}
         self._configs: dict[Any, tuple[TaskConfig, bool]] = {}  # func -> (config, is async)
@@ -2297,6 +2377,8 @@ class TaskManager:
         self._closing = False
         self._lifespan_apps: set[int] = set()
         self._last_refresh = 0.0
+        self._db_problem: str | None = None  # why the last database write failed
+        self._elsewhere = False  # another process wrote the database since we looked
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -3047,12 +3129,22 @@ class TaskManager:
         return rows
 
     async def _maintain(self) -> None:
-        """Background loop: batched writes, heartbeat, claims, retention."""
+        """Background loop: batched writes, heartbeat, claims, retention, other
+        processes' changes."""
         last_claim = last_prune = time.monotonic()
         while True:
             await asyncio.sleep(self.snapshot_interval)
             try:
+                if self._db is not None:
+                    await self._db.listen(self._heard)
                 await self._flush(heartbeat=True)
+                if self._db_problem is not None:
+                    logger.warning("taskflow: %s is reachable again", self._db.target)  # type: ignore[union-attr]
+                    self._db_problem = None
+                if self._elsewhere:
+                    self._elsewhere = False
+                    await self.refresh()
+                    self._store.changed_elsewhere()
                 now = time.monotonic()
                 if self.requeue_pending and now - last_claim >= 5.0:
                     last_claim = now
@@ -3062,8 +3154,34 @@ class TaskManager:
                     await self.prune(older_than=timedelta(days=self.retention_days))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("taskflow maintenance step failed; will try again")
+            except Exception as exc:
+                if self._db_problem is None:  # once per outage, not once per turn
+                    logger.exception("taskflow maintenance step failed; will try again")
+                self._db_problem = f"database unreachable or failing: {type(exc).__name__}"
+                self._cap_unwritten()
+
+    def _heard(self) -> None:
+        self._elsewhere = True  # handled on the next maintenance turn, at most once
+
+    def _cap_unwritten(self) -> None:
+        """While the database is away, changes wait in memory, up to a bound: beyond
+        ``_MAX_UNWRITTEN`` the oldest finished ones are dropped, with a warning."""
+        dirty = self._store.dirty
+        excess = len(dirty) - _MAX_UNWRITTEN
+        if excess <= 0:
+            return
+        dropped = 0
+        for task_id in list(itertools.islice(dirty, excess * 2)):
+            entry = dirty[task_id]
+            if type(entry) is tuple and dropped < excess:
+                del dirty[task_id]
+                dropped += 1
+        logger.warning(
+            "taskflow: the database is unreachable and %d changes wait; dropped the %d "
+            "oldest finished ones",
+            len(dirty),
+            dropped,
+        )
 
     async def _claim(self) -> None:
         """Adopt unfinished tasks of dead processes: run them again or mark them interrupted.
@@ -3134,6 +3252,7 @@ class TaskManager:
                 self._logfile = _LogFile(self.log_file)
             if self.snapshot_db:
                 self._db = _storage_for(self.snapshot_db, self._owner)
+                self._db.stale_after = self.heartbeat_timeout
                 await self._db.open()
                 async with self._write_lock:
                     await self._write(heartbeat=True)
@@ -3780,6 +3899,8 @@ class _Admin:
                 problems.append(f"{rate:.0%} of tasks failed in the last 15 minutes")
             if not manager._started:
                 problems.append("task manager is not running")
+            if manager._db_problem is not None:
+                problems.append(manager._db_problem)
             body = {
                 "status": "degraded" if problems else "ok",
                 "problems": problems,
@@ -4058,7 +4179,7 @@ class _Admin:
         store, manager = self.manager._store, self.manager
         wake = asyncio.Event()
         try:
-            seen = store.seq
+            seen, remote = store.seq, store.remote_seq
             yield "retry: 1000\n\n"
             if re.fullmatch(r"[0-9]{1,18}", last_event_id):  # ASCII digits that fit an int64
                 resume = int(last_event_id)
@@ -4087,6 +4208,10 @@ class _Admin:
                     finally:
                         store.watchers.discard(wake)
                 now = time.monotonic()
+                if store.remote_seq != remote:  # other processes wrote: reload the page
+                    remote = store.remote_seq
+                    yield _sse("refresh", {}, store.seq)
+                    metrics_due = True
                 if manager._db is not None and now - manager._last_refresh >= self.poll_interval:
                     before = _counts(manager.metrics())
                     manager._last_refresh = now

@@ -27,7 +27,7 @@ class SettingsError(RuntimeError):
 @dataclass(frozen=True)
 class Settings:
     environment: str = "development"
-    tasks_db: str = "tasks.db"  # task history; shared by every entry point
+    tasks_db: str = "tasks.db"  # task history: a SQLite path or a PostgreSQL URL, kept as given
     app_db: str = "app.db"  # the application's own data (see lifespan.py)
     dashboard_user: str = "admin"
     dashboard_password: str = PLACEHOLDER
