@@ -15,11 +15,11 @@ PACKAGE_NAME = json.loads(r'''{{ cookiecutter.package_name | tojson }}''')
 DASHBOARD_PATH = json.loads(r'''{{ cookiecutter.dashboard_path | tojson }}''')
 # fmt: on
 
-# Import names the generated service already depends on; a package with one of these names would
-# shadow it.
+# Import names the generated service already depends on (asyncpg through its postgres extra); a
+# package with one of these names would shadow it.
 DEPENDENCIES = {
     "taskflow", "fastapi", "starlette", "pydantic", "uvicorn", "aiosqlite", "itsdangerous",
-    "jinja2", "markupsafe", "anyio", "httpx", "pytest", "ruff",
+    "jinja2", "markupsafe", "anyio", "httpx", "pytest", "ruff", "asyncpg",
 }  # fmt: skip
 # Paths the generated app serves itself.
 RESERVED_PATHS = {"/docs", "/redoc", "/openapi.json", "/signup", "/reports", "/crm-sync", "/jobs"}

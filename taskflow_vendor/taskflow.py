@@ -290,6 +290,7 @@ class TaskRecord:
         "persist",
         "requeue",
         "durable",
+        "instance",
     )
 
     def __init__(
@@ -324,7 +325,9 @@ class TaskRecord:
         self.attempts: list[list[Any]] | None = None  # [attempt, start, end, error]
         self.persist = persist
         self.requeue = persist  # run again after a restart if still unfinished
-        self.durable = False  # committed to SQLite at least once
+        self.durable = False  # committed to the database at least once
+        # The instance (host:pid:random) that owns the task; its TaskManager fills it in.
+        self.instance: str | None = None
 
     created_at = property(lambda self: _dt(self.created), doc="Creation time (UTC).")
     start_time = property(lambda self: _dt(self.started), doc="Start of the first attempt.")
@@ -348,6 +351,7 @@ class TaskRecord:
             self.error,
             dict(self.tags) if self.tags else {},
             self.retry_of,
+            self.instance,
         )
         if not brief:
             data["logs"] = list(self.logs) if self.logs else []
@@ -382,6 +386,7 @@ def _brief_dict(
     error: str | None,
     tags: dict[str, str],
     retry_of: str | None,
+    instance: str | None,
 ) -> dict[str, Any]:
     """``TaskRecord.to_dict(brief=True)`` from its parts: a list page builds it from rows."""
     return {
@@ -396,6 +401,7 @@ def _brief_dict(
         "error": error,
         "tags": tags,
         "retry_of": retry_of,
+        "instance": instance,
     }
 
 
@@ -513,6 +519,7 @@ def _thaw(f: tuple[Any, ...]) -> TaskRecord:
     r.kwargs = _unflat(kwargs) if kwargs else _EMPTY_KWARGS
     r.status = _STATUSES[bits & 7]
     r.persist, r.requeue, r.durable = bool(bits & 8), bool(bits & 16), bool(bits & 32)
+    r.instance = None
     if rare is None:
         r.error = r.stacktrace = r.logs = r.tags = r.retry_of = r.idempotency_key = None
         r.attempts = None
@@ -812,7 +819,7 @@ _COLUMNS = (
 )
 _BRIEF_COLUMNS = (  # _brief_dict's arguments, in order
     "task_id, func_name, status, created_at, start_time, end_time, retries_used, error, tags, "
-    "retry_of"
+    "retry_of, owner"
 )
 _UNFINISHED = "status IN ('pending', 'running')"
 _FINISHED = "status IN ('success', 'failed', 'cancelled', 'interrupted')"
@@ -1010,7 +1017,7 @@ def _record_from_row(row: Any) -> TaskRecord:
         attempts,
         persist,
         requeue,
-        _owner,
+        owner,
     ) = row
     record = TaskRecord(
         task_id,
@@ -1031,6 +1038,7 @@ def _record_from_row(row: Any) -> TaskRecord:
     record.logs = json.loads(logs) if logs else None
     record.attempts = json.loads(attempts) if attempts else None
     record.durable = True
+    record.instance = owner
     return record
 
 
@@ -1291,7 +1299,7 @@ class _Storage:
         )
         total = rows[0][-1] if rows else await self.scalar(count, params)
         if brief:
-            page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, r[9]) for r in rows]
+            page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, *r[9:11]) for r in rows]
         else:
             page = [_record_from_row(r[:-1]) for r in rows]
         return page, int(total or 0)
@@ -1679,6 +1687,7 @@ class _PostgresStorage(_Storage):
     def __init__(self, target: str, owner: str) -> None:
         self.dsn, self.schema, shown = _split_pg_url(target)
         super().__init__(shown, owner)
+        self.channel = f"taskflow_{self.schema}"  # one per schema: services do not wake each other
         self.asyncpg = _import_asyncpg()
         self.row_errors = (
             ValueError,
@@ -1687,6 +1696,7 @@ class _PostgresStorage(_Storage):
             self.asyncpg.IntegrityConstraintViolationError,
         )
         self.pool: Any = None
+        self._home: asyncio.AbstractEventLoop | None = None  # the pool's event loop
         self._tx: contextvars.ContextVar[Any] = contextvars.ContextVar("taskflow_pg_tx")
         self._keys: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
         self._key_conn: Any = None
@@ -1704,13 +1714,19 @@ class _PostgresStorage(_Storage):
         }
 
     async def open(self) -> None:
+        self._home = asyncio.get_running_loop()
         try:
             self.pool = await self.asyncpg.create_pool(
                 min_size=1, max_size=4, command_timeout=60.0, **self._connect_args()
             )
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_LOCK)
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege
+                # on the database even when the schema exists.
+                if not await conn.fetchval(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema
+                ):
+                    await conn.execute(f'CREATE SCHEMA "{self.schema}"')
                 self._tx.set(conn)
                 try:
                     await self._check_and_create()
@@ -1763,7 +1779,7 @@ class _PostgresStorage(_Storage):
     async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> None:
         await super().write(rows, heartbeat=heartbeat)
         if rows:  # tell the other processes' dashboards (delivered at commit)
-            await self.execute("SELECT pg_notify('taskflow', ?)", (self.owner,))
+            await self.execute("SELECT pg_notify(?, ?)", (self.channel, self.owner))
 
     async def listen(self, callback: Callable[[], None]) -> None:
         if self._listener is not None and not self._listener.is_closed():
@@ -1776,7 +1792,7 @@ class _PostgresStorage(_Storage):
 
         try:
             self._listener = await self.asyncpg.connect(**self._connect_args())
-            await self._listener.add_listener("taskflow", heard)
+            await self._listener.add_listener(self.channel, heard)
         except (OSError, asyncio.TimeoutError, self.asyncpg.PostgresError):
             self._listener = None
             raise
@@ -1803,7 +1819,15 @@ class _PostgresStorage(_Storage):
             except Exception:
                 pool.terminate()
 
+    async def _at_home(self, work: Awaitable[Any]) -> Any:
+        # asyncpg connections belong to the loop that opened them. A second event loop
+        # in the process (a second TestClient, say) has its statements run there.
+        future = asyncio.run_coroutine_threadsafe(work, self._home)  # type: ignore[arg-type]
+        return await asyncio.wrap_future(future)
+
     async def fetch(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        if asyncio.get_running_loop() is not self._home:
+            return await self._at_home(self.fetch(sql, params))  # type: ignore[no-any-return]
         conn = self._tx.get(None)
         if conn is not None:
             return [tuple(r) for r in await conn.fetch(_pg_sql(sql), *params)]
@@ -1811,6 +1835,8 @@ class _PostgresStorage(_Storage):
             return [tuple(r) for r in await conn.fetch(_pg_sql(sql), *params)]
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        if asyncio.get_running_loop() is not self._home:
+            return await self._at_home(self.execute(sql, params))  # type: ignore[no-any-return]
         conn = self._tx.get(None)
         if conn is not None:
             status = await conn.execute(_pg_sql(sql), *params)
@@ -1823,6 +1849,8 @@ class _PostgresStorage(_Storage):
     async def atomic(self, work: Callable[[], Awaitable[Any]]) -> Any:
         # A cancelled caller must not cut a transaction in half: it runs in its own
         # task, shielded, and the cancellation is delivered once it has ended.
+        if asyncio.get_running_loop() is not self._home:
+            return await self._at_home(self.atomic(work))
         inner = asyncio.ensure_future(self._transaction(work))
         try:
             return await asyncio.shield(inner)
@@ -2804,11 +2832,17 @@ class TaskManager:
 
         A finished task's record is a copy made for this call: it no longer changes.
         """
-        return self._store.get(task_id)
+        return self._own(self._store.get(task_id))
+
+    def _own(self, record: TaskRecord | None) -> TaskRecord | None:
+        """``record``, which memory holds: this instance owns it."""
+        if record is not None and record.instance is None:
+            record.instance = self._owner
+        return record
 
     async def fetch(self, task_id: str) -> TaskRecord | None:
         """The record of any known task: memory first, then the database."""
-        record = self._store.get(task_id, unwritten=True)
+        record = self._own(self._store.get(task_id, unwritten=True))
         if record is None and self._db is not None and self._db.ready:
             record = await self._db.get(_clean(task_id))
         return record
@@ -2962,8 +2996,8 @@ class TaskManager:
         page: list[Any] = []
         for _, f in rows[offset : offset + limit]:
             live = records.get(f[_F_ID])
-            record = live if isinstance(live, TaskRecord) else _thaw(f)
-            page.append(record.to_dict(brief=True) if brief else record)
+            record = self._own(live if isinstance(live, TaskRecord) else _thaw(f))
+            page.append(record.to_dict(brief=True) if brief else record)  # type: ignore[union-attr]
         return page, len(rows)
 
     def metrics(self) -> dict[str, Any]:
@@ -3629,6 +3663,7 @@ class TaskOut(BaseModel):
     error: str | None = None
     tags: dict[str, str] = {}
     retry_of: str | None = None
+    instance: str | None = None
     logs: list[str] = []
     stacktrace: str | None = None
     attempts: list[dict[str, Any]] = []
@@ -4082,7 +4117,7 @@ class _Admin:
             task_id: str = FastAPIPath(..., max_length=100), user: str = write
         ) -> Response:
             try:
-                record = manager.cancel(task_id)
+                record = manager._own(manager.cancel(task_id))
             except TaskNotFound:
                 if await manager.fetch(task_id) is None:
                     raise HTTPException(404, "Task not found") from None
@@ -4248,7 +4283,7 @@ class _Admin:
         cached = self.event_cache.get(task_id)
         if cached is None or cached[0] != changed_at:
             store = self.manager._store
-            record = store.get(task_id, unwritten=True)
+            record = self.manager._own(store.get(task_id, unwritten=True))
             if record is None:
                 return ""  # evicted meanwhile: the page's next reload shows it
             if len(self.event_cache) > 4096:
@@ -5537,6 +5572,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
         kv('Retries used', String(t.retries_used || 0)),
         tags.length ? kv('Tags', tags.map(([k, v]) => h('span', { class: 'tag', text: `${k}=${v}` }))) : [],
         t.retry_of ? kv('Retry of', taskLink(t.retry_of)) : [],
+        t.instance ? kv('Instance', h('code', { class: 'mono', text: t.instance })) : [],
         fn ? kv('This function', `${fn.total} runs · ${((fn.success_rate || 0) * 100).toFixed(0)}% ok · p50 ${fmtDur(fn.p50)} · p95 ${fmtDur(fn.p95)}`) : []),
       section('Timeline', timeline(t)),
       attempts.length ? section(`Attempts (${attempts.length})`, h('ol', { class: 'attempts' }, attempts.map((a) =>

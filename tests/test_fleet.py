@@ -299,3 +299,45 @@ def test_a_database_restart_mid_load_loses_nothing(
         )
         response = httpx.post(f"{host.url}/enqueue/durable/1", timeout=10)
         assert response.status_code == 200
+
+
+def test_every_dashboard_shows_every_hosts_tasks_within_a_second(
+    tmp_path, pg_url, fleet, hosts_possible
+):
+    (tmp_path / "gate").touch()
+    b = Host(tmp_path, "host-b", pg_url)
+    c = Host(tmp_path, "host-c", pg_url)
+    fleet.extend([b, c])
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream("GET", f"{b.url}/tasks/dashboard/stream") as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        posted = time.monotonic()
+        task_id = httpx.post(f"{c.url}/enqueue/durable/7", timeout=10).json()["task_id"]
+        for line in lines:
+            if line == "event: refresh":
+                break
+        waited = time.monotonic() - posted
+    assert waited < 2.0, f"host-b's stream took {waited:.2f}s to hear of host-c's task"
+    # host-b's list and detail show it, and which instance ran it.
+    detail = wait_until(
+        lambda: (
+            (r := httpx.get(f"{b.url}/tasks/{task_id}", timeout=5)).status_code == 200
+            and r.json()["status"] == "success"
+            and r.json()
+        ),
+        10,
+        "host-b to show host-c's finished task",
+    )
+    assert detail["instance"] == c.whoami["owner"]
+    listed = httpx.get(f"{b.url}/tasks", params={"limit": 10}, timeout=5).json()
+    assert task_id in {t["task_id"] for t in listed}
+    # The fleet's counters: host-b's metrics count host-c's task.
+    metrics = wait_until(
+        lambda: (m := httpx.get(f"{b.url}/tasks/metrics", timeout=5).json())["success"] >= 1 and m,
+        10,
+        "host-b's metrics to count host-c's task",
+    )
+    assert metrics["success"] >= 1

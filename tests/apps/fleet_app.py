@@ -31,7 +31,7 @@ task_manager = TaskManager(
     shutdown_timeout=1.0,
 )
 app = FastAPI()
-TaskAdmin(app, task_manager, poll_interval=1.0)
+TaskAdmin(app, task_manager)  # poll_interval 30 s: live views come from NOTIFY
 
 
 def _mark(event: str) -> None:

@@ -19,6 +19,17 @@ def test_environment_overrides_defaults():
     assert (settings.tasks_db, settings.retention_days) == ("other.db", 7)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tasks:p%40ss@db.internal:5432/tasks",
+        "postgres://tasks@db.internal/tasks?schema=taskflow",
+    ],
+)
+def test_a_postgresql_url_in_tasks_db_is_kept_as_is(url):
+    assert Settings.from_env({"TASKS_DB": url}).tasks_db == url
+
+
 def test_production_refuses_the_placeholder_password():
     with pytest.raises(SettingsError, match="DASHBOARD_PASSWORD"):
         Settings.from_env({"APP_ENV": "production", "SESSION_SECRET": STRONG_SECRET})
