@@ -2,8 +2,9 @@
 
 ``postgres_server`` starts one PostgreSQL cluster per session, only if a test asks for
 it; ``pg_url`` is a fresh database on it per test; ``snapshot_target`` runs a test once
-against a SQLite file and once against PostgreSQL. Tests that use PostgreSQL carry the
-``postgres`` marker, so ``-m "not postgres"`` leaves them out.
+against a SQLite file and once against PostgreSQL; ``storage_target`` adds a run with no
+database at all (memory only). Tests that use PostgreSQL carry the ``postgres`` marker,
+so ``-m "not postgres"`` leaves them out.
 """
 
 import os
@@ -71,6 +72,19 @@ def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
 )
 def snapshot_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a test's tasks persist: a SQLite file path, or a fresh PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "tasks.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    ids=["memory", "sqlite", "postgres"],
+)
+def storage_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """Where a test's tasks are kept: None (memory only), a SQLite path, or a PostgreSQL URL."""
+    if request.param == "memory":
+        return None
     if request.param == "sqlite":
         return str(tmp_path / "tasks.db")
     return request.getfixturevalue("pg_url")

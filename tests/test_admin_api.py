@@ -13,7 +13,6 @@ import json
 import logging
 import random
 import re
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -22,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 import taskflow
+from apps.db_support import db_execute, is_postgres
 from apps.engine_support import wait_until
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -127,13 +127,16 @@ def make(tmp_path):
     """Factory: a started app (TestClient entered) with TaskAdmin mounted on a fresh manager.
 
     ``env.close()`` shuts that app down early (a "restart" builds another on the same file).
+    ``db``: a file name in tmp_path, a SQLite path or a PostgreSQL URL (``snapshot_target``);
+    a test that takes ``snapshot_target`` names it before ``make``, so that its apps are
+    shut down before its database goes.
     """
     envs = []
 
     def build(*, db=None, manager=None, path="/tasks", client_kwargs=None, **admin_kwargs):
         manager_kwargs = {"shutdown_timeout": 2.0, **(manager or {})}
         if db:
-            manager_kwargs["snapshot_db"] = str(tmp_path / db)
+            manager_kwargs["snapshot_db"] = db if is_postgres(db) else str(tmp_path / db)
         tm = TaskManager(**manager_kwargs)
         for func in FUNCS:
             tm.task()(func)
@@ -159,10 +162,11 @@ def env(make):
     return make()
 
 
-@pytest.fixture(params=[None, "tasks.db"], ids=["memory", "sqlite"])
-def both(make, request):
-    """The same app in both query modes: records in memory, or SQLite with snapshot_db."""
-    return make(db=request.param)
+@pytest.fixture
+def both(storage_target, make):
+    """The same app in every query mode: records in memory, or a SQLite or PostgreSQL
+    snapshot_db (``storage_target``)."""
+    return make(db=storage_target)
 
 
 # --------------------------------------------------------------------------- list
@@ -365,11 +369,11 @@ def test_detail_unknown_is_404(env, task_id):
     assert detail_of(r)
 
 
-def test_detail_found_in_database_after_restart(make):
-    first = make(db="tasks.db")
+def test_detail_found_in_database_after_restart(snapshot_target, make):
+    first = make(db=snapshot_target)
     task_id = run(first, boom)
-    first.close()  # shut the first app down; its rows stay in the file
-    second = make(db="tasks.db")
+    first.close()  # shut the first app down; its rows stay in the database
+    second = make(db=snapshot_target)
     r = second.c.get(f"/tasks/{task_id}")
     assert r.status_code == 200 and r.json()["status"] == "failed"
 
@@ -592,19 +596,20 @@ def test_delete_history_units(env, value, unit):
     assert env.c.get(f"/tasks/{gone}").status_code == 404
 
 
-def test_delete_history_in_database(make, tmp_path):
-    first = make(db="tasks.db")
+def test_delete_history_in_database(snapshot_target, make):
+    first = make(db=snapshot_target)
     gone = run(first, ok)
     keep = run(first, boom)
     first.close()
-    # Age one row in the file (test data): it ended three days ago.
-    with contextlib.closing(sqlite3.connect(tmp_path / "tasks.db")) as conn, conn:
-        conn.execute(
-            "UPDATE tasks SET created_at = created_at - 259200, start_time = start_time - 259200,"
-            " end_time = end_time - 259200 WHERE task_id = ?",
-            (gone,),
-        )
-    env = make(db="tasks.db")
+    # Age one row in the database (test data): it ended three days ago.
+    aged = db_execute(
+        snapshot_target,
+        "UPDATE tasks SET created_at = created_at - 259200, start_time = start_time - 259200,"
+        " end_time = end_time - 259200 WHERE task_id = ?",
+        (gone,),
+    )
+    assert aged == 1
+    env = make(db=snapshot_target)
     assert env.c.get(f"/tasks/{gone}").status_code == 200
     r = env.c.delete("/tasks/history", params={"value": 1, "unit": "day"})
     assert r.status_code == 200 and r.json()["deleted"] == 1
@@ -660,8 +665,10 @@ def login(client, username="admin", password="secret"):
     return r
 
 
-def test_audit_entries_carry_the_username(make):
-    env = make(auth=[("alice", "pw-alice"), ("bob", "pw-bob")], secret_key="k" * 32)
+def test_audit_entries_carry_the_username(storage_target, make):
+    env = make(
+        db=storage_target, auth=[("alice", "pw-alice"), ("bob", "pw-bob")], secret_key="k" * 32
+    )
     failed = run(env, boom)
     login(env.c, "alice", "pw-alice")
     assert env.c.post(f"/tasks/{failed}/retry").status_code == 200
@@ -679,15 +686,15 @@ def test_audit_entries_carry_the_username(make):
     assert stamps == sorted(stamps, reverse=True)
 
 
-def test_audit_survives_a_restart_with_snapshot_db(make):
-    first = make(db="tasks.db", auth=("admin", "secret"), secret_key="s" * 32)
+def test_audit_survives_a_restart_with_snapshot_db(snapshot_target, make):
+    first = make(db=snapshot_target, auth=("admin", "secret"), secret_key="s" * 32)
     failed = run(first, boom)
     login(first.c)
     assert first.c.post(f"/tasks/{failed}/retry").status_code == 200
     assert first.c.post("/tasks/retry-failed", params={"since": "all"}).status_code == 200
     first.close()
 
-    second = make(db="tasks.db", auth=("admin", "secret"), secret_key="s" * 32)
+    second = make(db=snapshot_target, auth=("admin", "secret"), secret_key="s" * 32)
     login(second.c)
     entries = second.c.get("/tasks/audit").json()
     actions = [(e["actor"], e["action"]) for e in entries]
@@ -696,7 +703,8 @@ def test_audit_survives_a_restart_with_snapshot_db(make):
     assert next(e for e in entries if e["action"] == "retry")["task_id"] == failed
 
 
-def test_audit_pagination_limits(env):
+def test_audit_pagination_limits(storage_target, make):
+    env = make(db=storage_target)
     assert env.c.get("/tasks/audit", params={"limit": 1001}).status_code == 422
     assert env.c.get("/tasks/audit", params={"limit": 0}).status_code == 422
     assert env.c.get("/tasks/audit", params={"offset": -1}).status_code == 422
@@ -833,8 +841,8 @@ def test_arguments_shown_with_display_func_args(make):
     assert listed["args"] == ["visible-arg"] and listed["kwargs"] == task["kwargs"]
 
 
-def test_list_shows_arguments_with_display_func_args_from_the_file_too(make):
-    env = make(display_func_args=True, db="tasks.db")
+def test_list_shows_arguments_with_display_func_args_from_the_file_too(snapshot_target, make):
+    env = make(display_func_args=True, db=snapshot_target)
     task_id = run(env, ok, "visible-arg", token="tok")
     (listed,) = env.c.get("/tasks").json()
     assert listed == env.tm.get(task_id).to_dict(include_args=True, brief=True)
@@ -1127,9 +1135,8 @@ def fuzz(client, rng, rounds):
     return failures
 
 
-@pytest.mark.parametrize("db", [None, "fuzz.db"])
-def test_no_malformed_input_gives_500(make, db):
-    env = make(db=db)
+def test_no_malformed_input_gives_500(storage_target, make):
+    env = make(db=storage_target)
     run(env, ok)
     run(env, boom)
     failures = fuzz(env.c, random.Random(1234), 300)

@@ -13,10 +13,10 @@ import asyncio
 import gc
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
-from apps.engine_support import reaches, rows, serve, started, until
+from apps.db_support import db_rows
+from apps.engine_support import reaches, serve, started, until
 from fastapi import BackgroundTasks, Depends, FastAPI
 from taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus, task_log
 
@@ -96,8 +96,8 @@ async def test_a_request_and_its_task_leave_no_reference_cycles(pattern):
         assert all(tm.get(i).status is TaskStatus.SUCCESS for i in ids)
 
 
-async def test_a_finished_record_keeps_every_field(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_a_finished_record_keeps_every_field(snapshot_target: str):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=str(db), snapshot_interval=0.05)
     calls = []
 
@@ -148,7 +148,7 @@ async def test_a_finished_record_keeps_every_field(tmp_path: Path):
         # A key held by a finished task still returns that task.
         assert tm.add_task(flaky, 7, b=[1, 2], idempotency_key="k-1") == task_id
 
-        (row,) = rows(
+        (row,) = db_rows(
             db,
             "SELECT status, tags, args, kwargs, attempts, idempotency_key, persist "
             "FROM tasks WHERE task_id = ?",

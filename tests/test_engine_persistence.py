@@ -1,18 +1,24 @@
-"""Persistence on real SQLite files: format, batched writes of changed rows only, history
-across restarts, requeue, persist=True durability, argument encoding, bad database files."""
+"""Persistence on real databases: batched writes of changed rows only, history across
+restarts, requeue, persist=True durability, argument encoding, idempotency keys and schema
+migrations, on a SQLite file and on PostgreSQL alike (the ``snapshot_target`` fixture);
+the SQLite file format and bad database files; PostgreSQL schemas and URLs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from apps.db_support import db_execute, db_rows, db_scalar, is_postgres
 from apps.engine_support import (
     LifespanFailed,
     client,
@@ -37,8 +43,8 @@ from taskflow import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _status_in_file(db: Path, task_id: str) -> str | None:
-    return scalar(db, "SELECT status FROM tasks WHERE task_id = ?", (task_id,))
+def _status_in_file(db: str, task_id: str) -> str | None:
+    return db_scalar(db, "SELECT status FROM tasks WHERE task_id = ?", (task_id,))
 
 
 # -- the file itself -------------------------------------------------------------------
@@ -66,8 +72,8 @@ async def test_file_uses_wal_a_schema_version_an_application_id_and_indices(tmp_
     assert scalar(db, "PRAGMA application_id") == app_id
 
 
-async def test_arguments_and_tags_are_stored_as_json(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_arguments_and_tags_are_stored_as_json(snapshot_target: str):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db)
 
     @tm.task(persist=True)
@@ -77,7 +83,7 @@ async def test_arguments_and_tags_are_stored_as_json(tmp_path: Path):
     async with started(tm):
         task_id = tm.add_task(job, 1, "two", [3], {"four": None}, k="é", tags={"t": "1"})
         await reaches(tm, task_id)
-    args, kwargs, tags = rows(db, "SELECT args, kwargs, tags FROM tasks")[0]
+    args, kwargs, tags = db_rows(db, "SELECT args, kwargs, tags FROM tasks")[0]
     assert json.loads(args) == [1, "two", [3], {"four": None}]
     assert json.loads(kwargs) == {"k": "é"}
     assert json.loads(tags) == {"t": "1"}
@@ -86,28 +92,39 @@ async def test_arguments_and_tags_are_stored_as_json(tmp_path: Path):
 # -- when rows are written -----------------------------------------------------------
 
 
-def _watch_writes(db: Path) -> None:
-    """Record every insert and update of a task row (triggers live in the file itself)."""
-    conn = sqlite3.connect(db, timeout=30)
-    with conn:
-        conn.execute("CREATE TABLE test_writes (task_id TEXT, kind TEXT)")
-        conn.execute(
-            "CREATE TRIGGER test_ins AFTER INSERT ON tasks BEGIN "
-            "INSERT INTO test_writes VALUES (new.task_id, 'insert'); END"
+def _watch_writes(db: str) -> None:
+    """Record every insert and update of a task row (triggers live in the database itself)."""
+    db_execute(db, "CREATE TABLE test_writes (task_id TEXT, kind TEXT)")
+    if is_postgres(db):
+        db_execute(
+            db,
+            "CREATE FUNCTION test_written() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO test_writes VALUES (NEW.task_id, lower(TG_OP)); RETURN NULL; END $$",
         )
-        conn.execute(
-            "CREATE TRIGGER test_upd AFTER UPDATE ON tasks BEGIN "
-            "INSERT INTO test_writes VALUES (new.task_id, 'update'); END"
+        db_execute(
+            db,
+            "CREATE TRIGGER test_writes AFTER INSERT OR UPDATE ON tasks "
+            "FOR EACH ROW EXECUTE FUNCTION test_written()",
         )
-    conn.close()
+        return
+    db_execute(
+        db,
+        "CREATE TRIGGER test_ins AFTER INSERT ON tasks BEGIN "
+        "INSERT INTO test_writes VALUES (new.task_id, 'insert'); END",
+    )
+    db_execute(
+        db,
+        "CREATE TRIGGER test_upd AFTER UPDATE ON tasks BEGIN "
+        "INSERT INTO test_writes VALUES (new.task_id, 'update'); END",
+    )
 
 
-def _written(db: Path) -> list[str]:
-    return [r[0] for r in rows(db, "SELECT task_id FROM test_writes")]
+def _written(db: str) -> list[str]:
+    return [r[0] for r in db_rows(db, "SELECT task_id FROM test_writes")]
 
 
-async def test_batches_write_only_rows_that_changed(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_batches_write_only_rows_that_changed(snapshot_target: str):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db, snapshot_interval=0.02)
 
     async def job(n):
@@ -118,7 +135,7 @@ async def test_batches_write_only_rows_that_changed(tmp_path: Path):
         for task_id in old:
             await reaches(tm, task_id)
         await until(
-            lambda: scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == 10,
+            lambda: db_scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == 10,
             what="the batch loop to write the finished tasks",
         )
         _watch_writes(db)
@@ -141,8 +158,8 @@ async def test_batches_write_only_rows_that_changed(tmp_path: Path):
     assert set(_written(db)) == set(fresh) | {last}
 
 
-async def test_changes_reach_the_file_in_batches_and_at_shutdown(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_changes_reach_the_file_in_batches_and_at_shutdown(snapshot_target: str):
+    db = snapshot_target
     fast = TaskManager(snapshot_db=db, snapshot_interval=0.05)
 
     async def job():
@@ -162,8 +179,8 @@ async def test_changes_reach_the_file_in_batches_and_at_shutdown(tmp_path: Path)
 # -- history across restarts -------------------------------------------------------------
 
 
-async def test_history_survives_a_restart_with_every_field(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_history_survives_a_restart_with_every_field(snapshot_target: str):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db)
 
     @tm.task(name="report", retries=1)
@@ -197,8 +214,8 @@ async def test_history_survives_a_restart_with_every_field(tmp_path: Path):
 # -- requeue at graceful shutdown --------------------------------------------------------
 
 
-async def test_requeue_pending_runs_pending_tasks_after_a_graceful_restart(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_requeue_pending_runs_pending_tasks_after_a_graceful_restart(snapshot_target: str):
+    db = snapshot_target
     gate = asyncio.Event()
     runs: list[tuple] = []
 
@@ -254,13 +271,13 @@ async def test_requeue_pending_runs_pending_tasks_after_a_graceful_restart(tmp_p
         ("durable", {"nested": [1, 2, {"é": None}]}),
     ]
     assert sorted(runs, key=str) == sorted(expected, key=str)
-    assert scalar(db, "SELECT count(*) FROM tasks") == 4  # same ids, no duplicates
+    assert db_scalar(db, "SELECT count(*) FROM tasks") == 4  # same ids, no duplicates
 
 
 async def test_without_requeue_pending_only_persisted_tasks_wait_for_a_requeueing_start(
-    tmp_path: Path,
+    snapshot_target: str,
 ):
-    db = tmp_path / "tasks.db"
+    db = snapshot_target
     gate = asyncio.Event()
     runs: list[str] = []
 
@@ -287,7 +304,7 @@ async def test_without_requeue_pending_only_persisted_tasks_wait_for_a_requeuein
         await reaches(tm, b, "running")
     # Without requeue_pending a non-persisted pending task is recorded, not silently dropped.
     assert _status_in_file(db, t) == "interrupted"
-    assert rows(db, "SELECT error FROM tasks WHERE task_id = ?", (t,))[0][0]
+    assert db_rows(db, "SELECT error FROM tasks WHERE task_id = ?", (t,))[0][0]
 
     gate.set()
     tm2 = TaskManager(snapshot_db=db, requeue_pending=True)
@@ -299,8 +316,8 @@ async def test_without_requeue_pending_only_persisted_tasks_wait_for_a_requeuein
     assert runs == ["durable"]  # persist=True on one function did not requeue the others
 
 
-async def test_pending_rows_of_unknown_functions_are_kept_not_dropped(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_pending_rows_of_unknown_functions_are_kept_not_dropped(snapshot_target: str):
+    db = snapshot_target
     gate = asyncio.Event()
     runs: list[str] = []
 
@@ -333,8 +350,8 @@ async def test_pending_rows_of_unknown_functions_are_kept_not_dropped(tmp_path: 
     assert runs == ["later"]
 
 
-async def test_two_managers_on_one_file_do_not_lose_each_others_pending_tasks(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_two_managers_on_one_file_do_not_lose_each_others_pending_tasks(snapshot_target: str):
+    db = snapshot_target
     gate = asyncio.Event()
     runs: list[str] = []
 
@@ -375,9 +392,9 @@ async def test_two_managers_on_one_file_do_not_lose_each_others_pending_tasks(tm
 
 
 async def test_pending_task_with_non_json_arguments_is_interrupted_at_shutdown_not_lost(
-    tmp_path: Path,
+    snapshot_target: str,
 ):
-    db = tmp_path / "tasks.db"
+    db = snapshot_target
     gate = asyncio.Event()
 
     async def blocker():
@@ -431,9 +448,9 @@ def _app_with_persisted_task(tm: TaskManager, pattern: str, ran: list[str]) -> F
 
 @pytest.mark.parametrize("pattern", ["depends", "install", "sync-endpoint"])
 async def test_persisted_task_is_committed_before_the_response_is_sent(
-    tmp_path: Path, pattern: str
+    snapshot_target: str, pattern: str
 ):
-    db = tmp_path / "tasks.db"
+    db = snapshot_target
     # A batch interval of an hour: only the commit before the response can write the row.
     tm = TaskManager(snapshot_db=db, snapshot_interval=3600)
     ran: list[str] = []
@@ -444,7 +461,7 @@ async def test_persisted_task_is_committed_before_the_response_is_sent(
     async def spy(scope, receive, send):
         async def checking_send(message):
             if message["type"] == "http.response.start":
-                seen_at_start.append(rows(db, "SELECT task_id, status FROM tasks"))
+                seen_at_start.append(db_rows(db, "SELECT task_id, status FROM tasks"))
             await send(message)
 
         await orig_app(scope, receive, checking_send)
@@ -453,7 +470,9 @@ async def test_persisted_task_is_committed_before_the_response_is_sent(
         response = await http.post("/orders/A1")
         task_id = response.json()["task_id"]
         # Read the file right after the response, as another process would.
-        in_file = rows(db, "SELECT task_id, status, args FROM tasks WHERE task_id = ?", (task_id,))
+        in_file = db_rows(
+            db, "SELECT task_id, status, args FROM tasks WHERE task_id = ?", (task_id,)
+        )
         assert in_file and in_file[0][0] == task_id
         assert json.loads(in_file[0][2]) == ["A1"]
         await reaches(tm, task_id)
@@ -461,27 +480,46 @@ async def test_persisted_task_is_committed_before_the_response_is_sent(
     assert ran == ["A1"]
 
 
-async def test_concurrent_requests_share_their_commits(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_concurrent_requests_share_their_commits(snapshot_target: str):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db, snapshot_interval=3600)
     ran: list[str] = []
     app = _app_with_persisted_task(tm, "depends", ran)
     async with started(tm), client(app) as http:
         writes: set[str] = set()
-        # Observe the statements our own connection runs (SQLite's trace hook). It
-        # reports a statement again for each trigger program it runs, with the same
-        # expanded text (bound values included), so distinct texts count the writes.
-        await tm._db.conn.set_trace_callback(
-            lambda sql: writes.add(sql) if sql.startswith("INSERT INTO tasks ") else None
-        )
+        if is_postgres(db):
+            # The server counts the statements that write task rows: a statement-level
+            # trigger fires once per INSERT (an upsert of many rows is one statement).
+            db_execute(db, "CREATE TABLE test_statements (n INTEGER)")
+            db_execute(
+                db,
+                "CREATE FUNCTION test_counted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "INSERT INTO test_statements VALUES (1); RETURN NULL; END $$",
+            )
+            db_execute(
+                db,
+                "CREATE TRIGGER test_statements AFTER INSERT ON tasks "
+                "FOR EACH STATEMENT EXECUTE FUNCTION test_counted()",
+            )
+        else:
+            # Observe the statements our own connection runs (SQLite's trace hook). It
+            # reports a statement again for each trigger program it runs, with the same
+            # expanded text (bound values included), so distinct texts count the writes.
+            await tm._db.conn.set_trace_callback(
+                lambda sql: writes.add(sql) if sql.startswith("INSERT INTO tasks ") else None
+            )
         responses = await asyncio.gather(*(http.post(f"/orders/{i}") for i in range(40)))
         ids = [r.json()["task_id"] for r in responses]
-        await tm._db.conn.set_trace_callback(None)
+        if is_postgres(db):
+            count = db_scalar(db, "SELECT count(*) FROM test_statements")
+        else:
+            await tm._db.conn.set_trace_callback(None)
+            count = len(writes)
         # Every response came after its own row was written...
-        in_file = {row[0] for row in rows(db, "SELECT task_id FROM tasks")}
+        in_file = {row[0] for row in db_rows(db, "SELECT task_id FROM tasks")}
         assert set(ids) <= in_file
         # ...but the 40 requests waited together, so far fewer writes than requests.
-        assert 1 <= len(writes) <= 10, f"{len(writes)} writes for 40 requests"
+        assert 1 <= count <= 10, f"{count} writes for 40 requests"
         for task_id in ids:
             await reaches(tm, task_id)
     assert sorted(ran) == sorted(str(i) for i in range(40))
@@ -492,8 +530,8 @@ async def test_concurrent_requests_share_their_commits(tmp_path: Path):
     [object(), (1, 2), {1, 2}, b"bytes", {1: "int key"}, [object()], float("nan"), [(1,)]],
     ids=["object", "tuple", "set", "bytes", "int-key", "nested", "nan", "nested-tuple"],
 )
-async def test_non_json_arguments_of_a_persisted_task_are_refused(tmp_path: Path, bad):
-    db = tmp_path / "tasks.db"
+async def test_non_json_arguments_of_a_persisted_task_are_refused(snapshot_target: str, bad):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db)
 
     @tm.task(persist=True, name="durable")
@@ -509,13 +547,13 @@ async def test_non_json_arguments_of_a_persisted_task_are_refused(tmp_path: Path
             tm.add_task(durable, value=bad)
         assert (await tm.query())[1] == 0
         assert tm.metrics()["total"] == 0
-    assert scalar(db, "SELECT count(*) FROM tasks") == 0
+    assert db_scalar(db, "SELECT count(*) FROM tasks") == 0
 
 
 async def test_non_json_arguments_in_a_request_fail_the_request_and_store_nothing(
-    tmp_path: Path,
+    snapshot_target: str,
 ):
-    db = tmp_path / "tasks.db"
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db)
     app = FastAPI()
 
@@ -530,7 +568,7 @@ async def test_non_json_arguments_in_a_request_fail_the_request_and_store_nothin
     async with started(tm), client(app) as http:
         assert (await http.post("/go")).status_code == 500
         assert (await tm.query())[1] == 0
-    assert scalar(db, "SELECT count(*) FROM tasks") == 0
+    assert db_scalar(db, "SELECT count(*) FROM tasks") == 0
 
 
 # -- bad database files ---------------------------------------------------------------------
@@ -643,8 +681,8 @@ async def test_an_empty_file_is_a_new_database(tmp_path: Path):
 # -- idempotency keys across restarts ---------------------------------------------------------
 
 
-async def test_idempotency_keys_survive_a_restart(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_idempotency_keys_survive_a_restart(snapshot_target: str):
+    db = snapshot_target
     runs: list[str] = []
     fail = {"bad": True}
 
@@ -671,8 +709,8 @@ async def test_idempotency_keys_survive_a_restart(tmp_path: Path):
     assert runs == ["ok", "bad", "bad"]
 
 
-async def test_a_requeued_task_keeps_its_idempotency_key(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_a_requeued_task_keeps_its_idempotency_key(snapshot_target: str):
+    db = snapshot_target
     gate = asyncio.Event()
     runs: list[str] = []
 
@@ -704,8 +742,8 @@ async def test_a_requeued_task_keeps_its_idempotency_key(tmp_path: Path):
     assert runs == ["job"]
 
 
-async def test_an_old_idempotency_key_still_dedupes_after_a_restart(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_an_old_idempotency_key_still_dedupes_after_a_restart(snapshot_target: str):
+    db = snapshot_target
     runs: list[int] = []
 
     def job(n):
@@ -723,8 +761,8 @@ async def test_an_old_idempotency_key_still_dedupes_after_a_restart(tmp_path: Pa
     assert sorted(runs) == list(range(1200))
 
 
-async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(snapshot_target: str):
+    db = snapshot_target
     runs: list[str] = []
 
     async def job(worker):
@@ -738,7 +776,9 @@ async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(tm
         first = a.add_task(job, "a", idempotency_key="charge-42")
         await reaches(a, first)
         await a.flush()
-        assert scalar(db, "SELECT task_id FROM tasks WHERE idempotency_key = 'charge-42'") == first
+        assert (
+            db_scalar(db, "SELECT task_id FROM tasks WHERE idempotency_key = 'charge-42'") == first
+        )
         assert b.add_task(job, "b", idempotency_key="charge-42") == first
     assert runs == ["a"]
 
@@ -746,10 +786,10 @@ async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(tm
 # -- cancellation in the middle of a write ----------------------------------------------------
 
 
-async def test_a_cancelled_flush_does_not_break_persistence(tmp_path: Path):
+async def test_a_cancelled_flush_does_not_break_persistence(snapshot_target: str):
     """A request cancelled while its commit runs (client gone, a timeout) must not poison
     the connection: later writes work and nothing is lost."""
-    db = tmp_path / "tasks.db"
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db, snapshot_interval=3600)
 
     async def job():
@@ -771,8 +811,8 @@ async def test_a_cancelled_flush_does_not_break_persistence(tmp_path: Path):
             with contextlib.suppress(asyncio.CancelledError):
                 await flushing
             await tm.flush()
-            assert scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == done
-    assert scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == done
+            assert db_scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == done
+    assert db_scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == done
 
 
 def test_shutdown_never_hangs_when_it_stops_the_batch_loop_mid_write(tmp_path: Path):
@@ -815,3 +855,144 @@ def test_shutdown_never_hangs_when_it_stops_the_batch_loop_mid_write(tmp_path: P
         timeout=240,
     )
     assert result.stdout.strip() == "ok", result.stdout + result.stderr[-2000:]
+
+
+# -- schema versions and migrations ---------------------------------------------------------
+
+
+def _schema_version(db: str) -> int:
+    if is_postgres(db):
+        return db_scalar(db, "SELECT version FROM taskflow_schema")
+    return db_scalar(db, "PRAGMA user_version")
+
+
+def _task_columns(db: str) -> list[str]:
+    if is_postgres(db):
+        sql = (
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = 'tasks' ORDER BY ordinal_position"
+        )
+        return [r[0] for r in db_rows(db, sql)]
+    return [r[1] for r in db_rows(db, "PRAGMA table_info(tasks)")]
+
+
+async def test_a_version_1_database_is_migrated_forward(snapshot_target: str):
+    db = snapshot_target
+    tm = TaskManager(snapshot_db=db)
+
+    def job(n):
+        return n
+
+    async with started(tm):
+        task_id = tm.add_task(job, 3, tags={"kept": "yes"})
+        before = (await reaches(tm, task_id)).to_dict()
+        await tm.flush()
+    # A new database is created at the current schema version: 2 added retried_as, and
+    # later versions may add more; a migrated database must end up the same.
+    current, columns = _schema_version(db), set(_task_columns(db))
+    assert current >= 2 and "retried_as" in columns
+
+    # What a database written by schema version 1 looks like: no retried_as column.
+    db_execute(db, "ALTER TABLE tasks DROP COLUMN retried_as")
+    if is_postgres(db):
+        db_execute(db, "UPDATE taskflow_schema SET version = 1")
+    else:
+        db_execute(db, "PRAGMA user_version = 1")
+    assert _schema_version(db) == 1 and "retried_as" not in _task_columns(db)
+
+    tm2 = TaskManager(snapshot_db=db)
+    async with started(tm2):
+        assert "retried_as" in _task_columns(db)
+        assert set(_task_columns(db)) == columns
+        assert _schema_version(db) == current
+        record = await tm2.fetch(task_id)
+        assert record is not None and record.to_dict() == before
+        assert record.status is TaskStatus.SUCCESS and record.tags == {"kept": "yes"}
+        assert (await tm2.query())[1] == 1
+    assert _schema_version(db) == current
+
+
+# -- PostgreSQL: newer schemas, passwords, ?schema= ------------------------------------------
+
+
+async def test_a_newer_postgres_schema_refuses_to_start_without_showing_the_password(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+):
+    password = urlsplit(pg_url).password
+    assert password and len(password) >= 8
+    async with started(TaskManager(snapshot_db=pg_url)):
+        pass
+    db_execute(pg_url, "UPDATE taskflow_schema SET version = 99")
+
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    tm = TaskManager(snapshot_db=pg_url)
+    with pytest.raises(TaskflowDatabaseError) as info:
+        await tm.startup()
+    message = str(info.value)
+    assert "newer" in message and "\n" not in message
+    assert urlsplit(pg_url).path.lstrip("/") in message  # names the database it refused
+    assert password not in message
+    assert password not in repr(info.value)
+    assert password not in "".join(traceback.format_exception(info.value))
+
+    # The same failure through an app's lifespan, which reports (and may log) it.
+    app = FastAPI()
+    TaskManager(snapshot_db=pg_url).init_app(app)
+    with pytest.raises(LifespanFailed) as failed:
+        async with lifespan(app):
+            pass
+    assert "newer" in str(failed.value) and password not in str(failed.value)
+
+    for record in caplog.records:
+        assert password not in record.getMessage(), record
+        if record.exc_info:
+            assert password not in "".join(traceback.format_exception(*record.exc_info))
+    assert password not in caplog.text
+    assert db_scalar(pg_url, "SELECT version FROM taskflow_schema") == 99  # left untouched
+
+
+async def test_the_schema_in_the_url_holds_the_tables_and_keeps_managers_apart(pg_url: str):
+    other = TaskManager(snapshot_db=pg_url + "?schema=other")
+    second = TaskManager(snapshot_db=pg_url + "?schema=second")
+
+    async def job(label):
+        return label
+
+    for tm in (other, second):
+        tm.task(name="job")(job)
+    async with started(other), started(second):
+        a = other.add_task(job, "a", idempotency_key="same-key")
+        b = second.add_task(job, "b", idempotency_key="same-key")
+        assert a != b  # each schema has its own keys
+        await reaches(other, a)
+        await reaches(second, b)
+        await other.flush()
+        await second.flush()
+        assert await other.fetch(b) is None and await second.fetch(a) is None
+        assert [r.task_id for r in (await other.query())[0]] == [a]
+        assert [r.task_id for r in (await second.query())[0]] == [b]
+        assert other.metrics()["total"] == second.metrics()["total"] == 1
+
+    tables = {
+        r[0]
+        for r in db_rows(
+            pg_url,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'other'",
+        )
+    }
+    expected = {"tasks", "task_counts", "task_minutes", "audit", "revoked_sessions", "instances"}
+    assert expected | {"taskflow_schema"} <= tables
+    public = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+    assert db_scalar(pg_url, public) == 0
+    assert db_rows(pg_url, "SELECT task_id FROM other.tasks") == [(a,)]
+    assert db_rows(pg_url, "SELECT task_id FROM second.tasks") == [(b,)]
+
+    # A restart on one schema finds its own history only.
+    again = TaskManager(snapshot_db=pg_url + "?schema=other")
+    again.task(name="job")(job)
+    async with started(again):
+        assert (await again.fetch(a)).status is TaskStatus.SUCCESS
+        assert await again.fetch(b) is None
+        assert again.add_task(job, "a", idempotency_key="same-key") == a
+        assert again.metrics()["total"] == 1

@@ -1,24 +1,25 @@
-"""The query layer: list filters, order, pagination and totals; metrics; bounded memory."""
+"""The query layer: list filters, order, pagination and totals; metrics; bounded memory.
+
+Each runs in memory, on SQLite and on PostgreSQL (``storage_target``), or on both
+databases (``snapshot_target``) when it needs a restart."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from apps.engine_support import reaches, started, until
 from taskflow import TaskManager, TaskStatus
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_manager(request, tmp_path: Path):
+@pytest.fixture
+def make_manager(storage_target: str | None):
     def make(**options) -> TaskManager:
-        if request.param == "sqlite":
-            options.setdefault("snapshot_db", tmp_path / "tasks.db")
+        if storage_target is not None:
+            options.setdefault("snapshot_db", storage_target)
         return TaskManager(**options)
 
-    make.kind = request.param
     return make
 
 
@@ -253,8 +254,8 @@ async def test_metrics_keys_counts_rates_durations_and_per_minute(make_manager):
     assert ids
 
 
-async def test_metrics_count_interrupted_tasks(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_metrics_count_interrupted_tasks(snapshot_target: str):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db, shutdown_timeout=0.02)
     gate = asyncio.Event()
 
@@ -270,8 +271,8 @@ async def test_metrics_count_interrupted_tasks(tmp_path: Path):
     assert metrics["functions"]["stuck"]["interrupted"] == 1
 
 
-async def test_metrics_and_query_cover_history_older_than_memory(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_metrics_and_query_cover_history_older_than_memory(snapshot_target: str):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db, max_history=10)
 
     async def job(n):
@@ -334,8 +335,8 @@ async def test_memory_without_a_database_keeps_only_max_history_finished_records
         gate.set()
 
 
-async def test_metrics_after_a_requeueing_restart_count_each_task_once(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_metrics_after_a_requeueing_restart_count_each_task_once(snapshot_target: str):
+    db = snapshot_target
     gate = asyncio.Event()
 
     async def blocker():

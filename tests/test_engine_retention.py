@@ -1,32 +1,32 @@
-"""Retention: retention_days at startup, prune(), live tasks untouched, with and without SQLite."""
+"""Retention: retention_days at startup, prune(), live tasks untouched, in memory, on SQLite
+and on PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from apps.engine_support import reaches, rows, scalar, started, until
+from apps.db_support import db_execute, db_rows, db_scalar
+from apps.engine_support import reaches, started, until
 from fastapi import FastAPI
 from taskflow import TaskAdmin, TaskManager, TaskStatus
 
 DAY = 86400.0
 
 
-def _age_rows(db: Path, task_ids: list[str], days: float) -> None:
+def _age_rows(db: str, task_ids: list[str], days: float) -> None:
     """Move these rows' times back by ``days`` (as if they ran that long ago)."""
     shift = days * DAY
-    conn = sqlite3.connect(db, timeout=30)
-    with conn:
-        conn.executemany(
+    for task_id in task_ids:
+        changed = db_execute(
+            db,
             "UPDATE tasks SET created_at = created_at - ?, start_time = start_time - ?, "
             "end_time = end_time - ? WHERE task_id = ?",
-            [(shift, shift, shift, task_id) for task_id in task_ids],
+            (shift, shift, shift, task_id),
         )
-    conn.close()
+        assert changed == 1, task_id
 
 
 async def _one_of_each_final_status(tm: TaskManager) -> dict[str, str]:
@@ -52,13 +52,13 @@ async def _one_of_each_final_status(tm: TaskManager) -> dict[str, str]:
     return ids
 
 
-async def test_retention_days_prunes_old_finished_rows_at_startup(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_retention_days_prunes_old_finished_rows_at_startup(snapshot_target: str):
+    db = snapshot_target
     tm = TaskManager(snapshot_db=db, shutdown_timeout=0.02)
     async with started(tm):
         old = await _one_of_each_final_status(tm)
         recent = await _one_of_each_final_status(tm)
-    statuses = dict(rows(db, "SELECT task_id, status FROM tasks"))
+    statuses = dict(db_rows(db, "SELECT task_id, status FROM tasks"))
     assert {statuses[i] for i in old.values()} == {
         "success",
         "failed",
@@ -69,7 +69,7 @@ async def test_retention_days_prunes_old_finished_rows_at_startup(tmp_path: Path
 
     tm2 = TaskManager(snapshot_db=db, retention_days=7)
     async with started(tm2):
-        left = {r[0] for r in rows(db, "SELECT task_id FROM tasks")}
+        left = {r[0] for r in db_rows(db, "SELECT task_id FROM tasks")}
         assert left == set(recent.values())
         for task_id in old.values():
             assert await tm2.fetch(task_id) is None
@@ -78,8 +78,8 @@ async def test_retention_days_prunes_old_finished_rows_at_startup(tmp_path: Path
         assert (await tm2.query())[1] == 4
 
 
-async def test_retention_leaves_live_tasks_of_another_process_alone(tmp_path: Path):
-    db = tmp_path / "tasks.db"
+async def test_retention_leaves_live_tasks_of_another_process_alone(snapshot_target: str):
+    db = snapshot_target
     gate = asyncio.Event()
 
     async def stuck():
@@ -96,14 +96,13 @@ async def test_retention_leaves_live_tasks_of_another_process_alone(tmp_path: Pa
         other = TaskManager(snapshot_db=db, retention_days=1)
         async with started(other):
             assert await other.prune(older_than=timedelta(0)) == 0
-        live = dict(rows(db, "SELECT task_id, status FROM tasks"))
+        live = dict(db_rows(db, "SELECT task_id, status FROM tasks"))
         assert live == {running: "running", pending: "pending"}
         assert owner.get(running).status is TaskStatus.RUNNING
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_prune_returns_how_many_went_and_never_touches_live_tasks(tmp_path: Path, kind):
-    db = tmp_path / "tasks.db" if kind == "sqlite" else None
+async def test_prune_returns_how_many_went_and_never_touches_live_tasks(storage_target):
+    db = storage_target
     tm = TaskManager(snapshot_db=db, max_concurrent_tasks=1)
     gate = asyncio.Event()
 
@@ -133,7 +132,7 @@ async def test_prune_returns_how_many_went_and_never_touches_live_tasks(tmp_path
         assert (metrics["total"], metrics["success"]) == (2, 0)
         assert (await tm.query())[1] == 2
         if db is not None:
-            assert scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == 0
+            assert db_scalar(db, "SELECT count(*) FROM tasks WHERE status = 'success'") == 0
         assert await tm.prune(older_than=timedelta(0)) == 0
         gate.set()
         await reaches(tm, running)

@@ -56,9 +56,7 @@ def test_the_module_works_without_asyncpg_and_a_postgres_url_names_the_fix(tmp_p
         asyncio.run(main())
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ran", "refused"]
 

@@ -810,7 +810,7 @@ def _summary(values: Iterable[float]) -> dict[str, float | None]:
 # =============================================================================
 
 _APPLICATION_ID = 0x54464C57  # "TFLW" in the SQLite header marks our files
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _STALE_AFTER = 30.0  # seconds without heartbeat before another host's process counts as dead
 _COLUMNS = (
     "task_id, func_name, status, created_at, start_time, end_time, duration, retries_used, "
@@ -823,6 +823,15 @@ _BRIEF_COLUMNS = (  # _brief_dict's arguments, in order
 )
 _UNFINISHED = "status IN ('pending', 'running')"
 _FINISHED = "status IN ('success', 'failed', 'cancelled', 'interrupted')"
+# Login attempts, counted by the throttle on every host (keys are digests).
+_LOGIN_ATTEMPTS = [
+    """CREATE TABLE IF NOT EXISTS login_attempts (
+        id {serial},
+        key TEXT NOT NULL,
+        ts {real} NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS login_attempts_key ON login_attempts (key, ts)",
+]
 # Tables and indices, for both dialects; {real}, {serial} and {without_rowid} are
 # the few words they spell differently.
 _TABLES = [
@@ -888,11 +897,14 @@ _TABLES = [
         pid INTEGER NOT NULL,
         heartbeat {real} NOT NULL
     )""",
+    *_LOGIN_ATTEMPTS,
 ]
-# Forward migrations, the same SQL on both dialects: _MIGRATIONS[n] takes a
-# database from schema n to n + 1. A new database is created at _SCHEMA_VERSION.
+# Forward migrations, the same SQL on both dialects (with the same words filled
+# in): _MIGRATIONS[n] takes a database from schema n to n + 1. A new database is
+# created at _SCHEMA_VERSION.
 _MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE tasks ADD COLUMN retried_as TEXT"],
+    2: _LOGIN_ATTEMPTS,
 }
 _ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
 _ROWS_PER_STATEMENT = 1000  # 20 columns each: below both dialects' limits on parameters
@@ -1362,6 +1374,37 @@ class _Storage:
         )
         return value is not None
 
+    async def reserve_login(self, keys: list[tuple[str, int]], window: float) -> tuple[Any, int]:
+        """``_Throttle.reserve`` on the database. Each attempt is inserted (committed)
+        before it counts the recent ones, so the k-th of concurrent attempts counts
+        at least k: more than ``limit`` can never pass, on any host."""
+        ids = [
+            await self.scalar(
+                f"INSERT INTO login_attempts (key, ts) VALUES (?, {self.now_sql}) RETURNING id",
+                (key,),
+            )
+            for key, _ in keys
+        ]
+        wait = 0.0
+        for key, limit in keys:
+            rows = await self.fetch(
+                f"SELECT ts, {self.now_sql} FROM login_attempts WHERE key = ? "
+                f"AND ts > {self.now_sql} - ? ORDER BY ts DESC LIMIT ?",
+                (key, window, limit + 1),
+            )
+            if len(rows) > limit:
+                wait = max(wait, rows[-1][0] + window - rows[-1][1])
+        if wait:
+            await self.release_login(ids)
+            return None, max(1, math.ceil(wait))
+        await self.execute(f"DELETE FROM login_attempts WHERE ts < {self.now_sql} - ?", (window,))
+        return ids, 0
+
+    async def release_login(self, ids: list[int]) -> None:
+        await self.execute(
+            f"DELETE FROM login_attempts WHERE id IN ({', '.join('?' * len(ids))})", ids
+        )
+
     async def add_audit(self, entry: dict[str, Any]) -> None:
         await self.execute(
             "INSERT INTO audit (ts, actor, action, task_id, detail) VALUES (?, ?, ?, ?, ?)",
@@ -1553,7 +1596,7 @@ class _SQLiteStorage(_Storage):
         else:
             while version < _SCHEMA_VERSION:
                 for statement in _MIGRATIONS[version]:
-                    await self.execute(statement)
+                    await self.execute(statement.format(**_SQLITE_WORDS))
                 version += 1
                 await self.execute(f"PRAGMA user_version = {version}")
 
@@ -1760,7 +1803,7 @@ class _PostgresStorage(_Storage):
             )
         while version < _SCHEMA_VERSION:
             for statement in _MIGRATIONS[version]:
-                await self.execute(statement)
+                await self.execute(statement.format(**_PG_WORDS))
             version += 1
             await self.execute("UPDATE taskflow_schema SET version = ?", (version,))
 
@@ -3574,39 +3617,84 @@ def _auth_backend(auth: Any) -> TaskAuthBackend | None:
 
 
 class _Throttle:
-    """At most ``limit`` failed logins per username and per client in ``window`` seconds."""
+    """Failed logins per client address and per (address, username), in ``window`` seconds.
 
-    def __init__(self, limit: int = 5, window: float = 15 * 60) -> None:
-        self.limit = limit
+    Keyed by address so that nobody elsewhere can lock a user out: at most
+    ``pair_limit`` failures for one name from one address, ``client_limit`` for
+    all names from one address. An attempt is counted *before* its password is
+    checked and released when it succeeds, so a burst of concurrent guesses cannot
+    all be checked before the first failure counts. Keys are fixed-size digests and
+    at most ``max_keys`` are kept (oldest evicted first), so memory stays bounded.
+    With ``snapshot_db`` the counts live in the database and hold on every host.
+    """
+
+    def __init__(
+        self,
+        manager: TaskManager,
+        pair_limit: int = 5,
+        client_limit: int = 20,
+        window: float = 15 * 60,
+        max_keys: int = 10_000,
+    ) -> None:
+        self.manager = manager
+        self.pair_limit, self.client_limit = pair_limit, client_limit
         self.window = window
-        self.failures: dict[str, deque[float]] = {}
+        self.max_keys = max_keys
+        self.attempts: dict[str, deque[float]] = {}
+
+    def keys(self, client: str, username: str) -> list[tuple[str, int]]:
+        def digest(*parts: str) -> str:
+            text = "\x00".join(parts).encode("utf-8", "surrogatepass")
+            return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+        return [
+            ("c" + digest(client), self.client_limit),
+            ("p" + digest(client, username.casefold()), self.pair_limit),
+        ]
+
+    async def reserve(self, keys: list[tuple[str, int]]) -> tuple[Any, int]:
+        """Count an attempt now: (a token for ``release``, 0), or (None, seconds to wait)."""
+        db = self.manager._db
+        if db is not None and db.ready:
+            return await db.reserve_login(keys, self.window)
+        now = time.monotonic()
+        wait = 0.0
+        for key, limit in keys:
+            stamps = self._recent(key, now)
+            if len(stamps) >= limit:
+                wait = max(wait, stamps[-limit] + self.window - now)
+        if wait:
+            return None, max(1, math.ceil(wait))
+        for key, limit in keys:
+            stamps = self.attempts.pop(key, None) or deque(maxlen=limit)
+            stamps.append(now)
+            self.attempts[key] = stamps  # now the newest key: evicted last
+        while len(self.attempts) > self.max_keys:
+            del self.attempts[next(iter(self.attempts))]
+        return (keys, now), 0
+
+    async def release(self, token: Any) -> None:
+        """The attempt succeeded: it does not count as a failure."""
+        if isinstance(token, list):  # ids of the attempt's rows in the database
+            db = self.manager._db
+            if db is not None and db.ready:
+                await db.release_login(token)
+            return
+        keys, stamp = token
+        for key, _ in keys:
+            stamps = self.attempts.get(key)
+            if stamps is not None and stamp in stamps:
+                stamps.remove(stamp)
 
     def _recent(self, key: str, now: float) -> deque[float]:
-        stamps = self.failures.get(key)
+        stamps = self.attempts.get(key)
         if stamps is None:
             return deque()
         while stamps and stamps[0] <= now - self.window:
             stamps.popleft()
         if not stamps:
-            del self.failures[key]
+            del self.attempts[key]
         return stamps
-
-    def retry_after(self, keys: Iterable[str]) -> int:
-        """Seconds until another attempt is allowed (0 when allowed now)."""
-        now, wait = time.monotonic(), 0.0
-        for key in keys:
-            stamps = self._recent(key, now)
-            if len(stamps) >= self.limit:
-                wait = max(wait, stamps[-self.limit] + self.window - now)
-        return math.ceil(wait)
-
-    def fail(self, keys: Iterable[str]) -> None:
-        now = time.monotonic()
-        if len(self.failures) > 50_000:  # bound memory under a spray of usernames
-            for key in list(self.failures)[:10_000]:
-                self._recent(key, now)
-        for key in keys:
-            self.failures.setdefault(key, deque(maxlen=self.limit * 2)).append(now)
 
 
 _SESSION_COOKIE = "taskflow_session"
@@ -3792,7 +3880,7 @@ class _Admin:
         self.poll_interval = poll_interval
         self.title = title
         self.display_func_args = display_func_args
-        self.throttle = _Throttle()
+        self.throttle = _Throttle(manager)
         self.revoked: dict[str, float] = {}  # session id -> when its cookie would expire
         self.event_cache: dict[str, tuple[int, str]] = {}  # task id -> (change seq, JSON)
         self.metrics_cache: tuple[int, Any, str, float] | None = None
@@ -4336,8 +4424,8 @@ class _Admin:
                         request, target, "The form expired; please try again.", username, 403
                     )
             client = request.client.host if request.client else "?"
-            keys = [f"user:{username.casefold()}", f"client:{client}"]
-            wait = self.throttle.retry_after(keys)
+            keys = self.throttle.keys(client, username)
+            token, wait = await self.throttle.reserve(keys)
             if wait:
                 response = self.login_form(
                     request, target, "Too many failed attempts; try again later.", username, 429
@@ -4345,10 +4433,10 @@ class _Admin:
                 response.headers["Retry-After"] = str(wait)
                 return response
             if not username or not password or not await self.check(username, password):
-                self.throttle.fail(keys)
-                return self.login_form(
+                return self.login_form(  # the reserved attempt stays counted
                     request, target, "Invalid username or password.", username, 401
                 )
+            await self.throttle.release(token)
             sid = secrets.token_urlsafe(16)
             cookie = self.sessions.dumps(
                 {"u": username, "sid": sid, "csrf": secrets.token_urlsafe(24)}
