@@ -3951,9 +3951,18 @@ class _Admin:
     # -- routers -------------------------------------------------------------
 
     def api_router(self) -> APIRouter:
+        """The JSON API, in route groups; ``/{task_id}`` routes last, so that the fixed
+        paths above them win."""
         router = APIRouter(prefix=self.path, tags=["taskflow"])
+        self._listing_routes(router)
+        self._monitoring_routes(router)
+        self._bulk_routes(router)
+        self._task_routes(router)
+        return router
+
+    def _listing_routes(self, router: APIRouter) -> None:
+        """The task list and its CSV export, with the same filters."""
         read = [Depends(self.user)]
-        write = Depends(self.guard_write)
         manager = self.manager
 
         @router.get(
@@ -3985,6 +3994,59 @@ class _Admin:
             if args:
                 page = [r.to_dict(include_args=True, brief=True) for r in page]
             return _json(page, 200, headers)
+
+        @router.get("/export.csv", dependencies=read, summary="Tasks matching filters, as CSV")
+        async def export(
+            status: list[TaskStatus] | None = Query(None),
+            func_name: str | None = Query(None, max_length=500),
+            q: str | None = Query(None, max_length=500),
+            since: datetime | None = None,
+            until: datetime | None = None,
+            limit: int = Query(10_000, ge=1, le=100_000),
+        ) -> Response:
+            records, _ = await manager.query(
+                status=status, func_name=func_name, q=q, since=since, until=until, limit=limit
+            )
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(
+                [
+                    "task_id",
+                    "func_name",
+                    "status",
+                    "created_at",
+                    "start_time",
+                    "end_time",
+                    "duration",
+                    "retries_used",
+                    "error",
+                ]
+            )
+            for r in records:
+                writer.writerow(
+                    [
+                        r.task_id,
+                        _csv_safe(r.func_name),
+                        r.status.value,
+                        _iso(r.created),
+                        _iso(r.started),
+                        _iso(r.ended),
+                        r.duration,
+                        r.retries_used,
+                        _csv_safe(r.error or ""),
+                    ]
+                )
+            stamp = datetime.now(_UTC).strftime("%Y%m%d-%H%M%S")
+            return Response(
+                out.getvalue(),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="tasks-{stamp}.csv"'},
+            )
+
+    def _monitoring_routes(self, router: APIRouter) -> None:
+        """Metrics (JSON and Prometheus), health, the audit trail, registered functions."""
+        read = [Depends(self.user)]
+        manager = self.manager
 
         @router.get("/metrics", dependencies=read, summary="Counts, rates and durations")
         async def metrics() -> dict[str, Any]:
@@ -4061,53 +4123,10 @@ class _Admin:
                 for _, c in sorted(manager._registry.values(), key=lambda fc: fc[1].name)
             ]
 
-        @router.get("/export.csv", dependencies=read, summary="Tasks matching filters, as CSV")
-        async def export(
-            status: list[TaskStatus] | None = Query(None),
-            func_name: str | None = Query(None, max_length=500),
-            q: str | None = Query(None, max_length=500),
-            since: datetime | None = None,
-            until: datetime | None = None,
-            limit: int = Query(10_000, ge=1, le=100_000),
-        ) -> Response:
-            records, _ = await manager.query(
-                status=status, func_name=func_name, q=q, since=since, until=until, limit=limit
-            )
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(
-                [
-                    "task_id",
-                    "func_name",
-                    "status",
-                    "created_at",
-                    "start_time",
-                    "end_time",
-                    "duration",
-                    "retries_used",
-                    "error",
-                ]
-            )
-            for r in records:
-                writer.writerow(
-                    [
-                        r.task_id,
-                        _csv_safe(r.func_name),
-                        r.status.value,
-                        _iso(r.created),
-                        _iso(r.started),
-                        _iso(r.ended),
-                        r.duration,
-                        r.retries_used,
-                        _csv_safe(r.error or ""),
-                    ]
-                )
-            stamp = datetime.now(_UTC).strftime("%Y%m%d-%H%M%S")
-            return Response(
-                out.getvalue(),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="tasks-{stamp}.csv"'},
-            )
+    def _bulk_routes(self, router: APIRouter) -> None:
+        """Actions over many tasks: replay chosen ones, replay failures, delete history."""
+        write = Depends(self.guard_write)
+        manager = self.manager
 
         # The body is parsed here rather than by FastAPI: its default error handler answers
         # 500 when a body that is not UTF-8 fails validation.
@@ -4188,6 +4207,12 @@ class _Admin:
             )
             return {"deleted": deleted}
 
+    def _task_routes(self, router: APIRouter) -> None:
+        """One task: its detail, cancel and retry."""
+        read = [Depends(self.user)]
+        write = Depends(self.guard_write)
+        manager = self.manager
+
         @router.get(
             "/{task_id}",
             response_model=TaskOut,
@@ -4232,8 +4257,6 @@ class _Admin:
                 raise HTTPException(409, str(exc)) from None
             await manager.audit(user, "retry", task_id, {"new_task_id": new_id})
             return {"task_id": new_id, "retry_of": task_id}
-
-        return router
 
     async def replay(self, task_ids: Iterable[str]) -> dict[str, Any]:
         results, skipped = [], 0
