@@ -645,6 +645,53 @@ class _Store:
         for event in self.watchers:
             event.set()
 
+    def page(
+        self,
+        statuses: list[str],
+        func_name: str | None,
+        q: str | None,
+        lo: float | None,
+        hi: float | None,
+        sort: str,
+        descending: bool,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[TaskRecord | tuple[Any, ...]], int]:
+        """``_Storage.query`` over memory: one page of entries (live records or frozen
+        tuples) and how many match."""
+        needle = q.lower() if q else None
+        records = self.records
+        # Filter and sort the frozen form (live records are few; freeze them too).
+        rows = []
+        for entry in records.values():
+            f = entry if type(entry) is tuple else _freeze(entry)
+            status_value = _frozen_status(f).value
+            created, started, ended = _times(f)
+            if (
+                (not statuses or status_value in statuses)
+                and (not func_name or f[_F_NAME] == func_name)
+                and (not needle or f[_F_ID].startswith(needle) or needle in f[_F_NAME].lower())
+                and (lo is None or created >= lo)
+                and (hi is None or created <= hi)
+            ):
+                if sort == "duration":
+                    value = _duration(started, ended)
+                else:
+                    value = {
+                        "created_at": created,
+                        "start_time": started,
+                        "end_time": ended,
+                        "func_name": f[_F_NAME],
+                        "status": status_value,
+                    }[sort]
+                rows.append(((value is not None, value if value is not None else 0, created), f))
+        rows.sort(key=lambda row: row[0], reverse=descending)
+        page = []
+        for _, f in rows[offset : offset + limit]:
+            live = records.get(f[_F_ID])
+            page.append(live if isinstance(live, TaskRecord) else f)
+        return page, len(rows)
+
     def changed_elsewhere(self) -> None:
         """Other processes changed the database: counters were reloaded, pages are stale."""
         self.remote_seq += 1
@@ -1929,6 +1976,105 @@ class _PostgresStorage(_Storage):
         return tuple(row) if row is not None else None
 
 
+# -- Keeping the database in step with memory -------------------------------------
+
+
+class _Keeper:
+    """Writes a _Store's changes to a _Storage: in batches on every maintenance turn,
+    at once for ``persist=True`` tasks before their response (one write shared by
+    the requests waiting together: a group commit), with the heartbeat; and keeps
+    them, bounded, while the database is away.
+    """
+
+    def __init__(self, store: _Store, db: _Storage) -> None:
+        self.store, self.db = store, db
+        # One write at a time: a transaction on SQLite's one connection takes in
+        # every statement sent meanwhile.
+        self.lock = asyncio.Lock()
+        self.problem: str | None = None  # why the last turn failed; /health shows it
+        self.elsewhere = False  # another process wrote since the last turn
+
+    async def flush(self, *, heartbeat: bool = False) -> int:
+        """Write every changed record now; how many rows."""
+        if not self.db.ready:
+            return 0
+        async with self.lock:
+            return await self._write(heartbeat)
+
+    async def make_durable(self, records: list[TaskRecord]) -> None:
+        """Write ``records`` before a response goes out, unless a write took them
+        meanwhile: the first of the waiting requests writes every changed row, the
+        others find theirs already durable."""
+        if not self.db.ready:
+            return
+        async with self.lock:
+            if any(not r.durable for r in records):
+                await self._write(False)
+
+    async def turn(self) -> None:
+        """A maintenance turn: listen for other processes, write with the heartbeat."""
+        await self.db.listen(self._heard)
+        await self.flush(heartbeat=True)
+        if self.problem is not None:
+            logger.warning("taskflow: %s is reachable again", self.db.target)
+            self.problem = None
+
+    def _heard(self) -> None:
+        self.elsewhere = True  # handled on the next maintenance turn, at most once
+
+    def failed(self, exc: Exception) -> None:
+        """A turn failed: say so once per outage, and bound what waits in memory."""
+        if self.problem is None:
+            logger.exception("taskflow maintenance step failed; will try again")
+        self.problem = f"database unreachable or failing: {type(exc).__name__}"
+        dirty = self.store.dirty
+        excess = len(dirty) - _MAX_UNWRITTEN
+        if excess <= 0:
+            return
+        dropped = 0
+        for task_id in list(itertools.islice(dirty, excess * 2)):
+            if type(dirty[task_id]) is tuple and dropped < excess:  # finished ones only
+                del dirty[task_id]
+                dropped += 1
+        logger.warning(
+            "taskflow: the database is unreachable and %d changes wait; dropped the %d "
+            "oldest finished ones",
+            len(dirty),
+            dropped,
+        )
+
+    async def _write(self, heartbeat: bool) -> int:
+        store = self.store
+        if not store.dirty and not heartbeat:
+            return 0
+        batch, store.dirty = store.dirty, {}
+        owner = self.db.owner
+        try:
+            rows = [_row(r if type(r) is tuple else _freeze(r), owner) for r in batch.values()]
+        except Exception:
+            rows = self._rows_one_by_one(batch)
+        try:
+            await self.db.write(rows, heartbeat=heartbeat)
+        except BaseException:
+            for task_id, record in batch.items():
+                store.dirty.setdefault(task_id, record)
+            raise
+        for record in batch.values():
+            if type(record) is TaskRecord:
+                record.durable = True
+        return len(rows)
+
+    def _rows_one_by_one(self, batch: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of ``batch``, skipping (and logging) a record that cannot make one."""
+        rows = []
+        for task_id, r in batch.items():
+            try:
+                rows.append(_row(r if type(r) is tuple else _freeze(r), self.db.owner))
+            except Exception:
+                logger.exception("task %s cannot be stored and is skipped", task_id)
+        return rows
+
+
 # =============================================================================
 # Task log file: one line per event, appended by a writer thread.
 # =============================================================================
@@ -2441,15 +2587,13 @@ class TaskManager:
         self._loop_thread = 0
         self._pool: _ThreadPool | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._write_lock: asyncio.Lock | None = None
+        self._keeper: _Keeper | None = None  # writes to _db, while started with one
         self._maintenance: asyncio.Task | None = None
         self._audit: deque[dict[str, Any]] = deque(maxlen=1000)
         self._started = False
         self._closing = False
         self._lifespan_apps: set[int] = set()
         self._last_refresh = 0.0
-        self._db_problem: str | None = None  # why the last database write failed
-        self._elsewhere = False  # another process wrote the database since we looked
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -3008,40 +3152,14 @@ class TaskManager:
             return await self._db.query(
                 statuses, func_name, q, lo, hi, key, descending, limit, offset, brief=brief
             )
-        needle = q.lower() if q else None
-        records = self._store.records
-        # Filter and sort the frozen form (live records are few; freeze them too).
-        rows = []
-        for entry in records.values():
-            f = entry if type(entry) is tuple else _freeze(entry)
-            status_value = _frozen_status(f).value
-            created, started, ended = _times(f)
-            if (
-                (not statuses or status_value in statuses)
-                and (not func_name or f[_F_NAME] == func_name)
-                and (not needle or f[_F_ID].startswith(needle) or needle in f[_F_NAME].lower())
-                and (lo is None or created >= lo)
-                and (hi is None or created <= hi)
-            ):
-                if key == "duration":
-                    value = _duration(started, ended)
-                else:
-                    value = {
-                        "created_at": created,
-                        "start_time": started,
-                        "end_time": ended,
-                        "func_name": f[_F_NAME],
-                        "status": status_value,
-                    }[key]
-                rows.append(((value is not None, value if value is not None else 0, created), f))
-
-        rows.sort(key=lambda row: row[0], reverse=descending)
         page: list[Any] = []
-        for _, f in rows[offset : offset + limit]:
-            live = records.get(f[_F_ID])
-            record = self._own(live if isinstance(live, TaskRecord) else _thaw(f))
+        entries, total = self._store.page(
+            statuses, func_name, q, lo, hi, key, descending, limit, offset
+        )
+        for entry in entries:
+            record = self._own(entry if type(entry) is TaskRecord else _thaw(entry))
             page.append(record.to_dict(brief=True) if brief else record)  # type: ignore[union-attr]
-        return page, len(rows)
+        return page, total
 
     def metrics(self) -> dict[str, Any]:
         """Counts per status, success rate, durations, per-function figures, per-minute series.
@@ -3059,8 +3177,8 @@ class TaskManager:
         if self._db is None or not self._db.ready:
             return
         await self.flush()
-        assert self._write_lock is not None
-        async with self._write_lock:
+        assert self._keeper is not None
+        async with self._keeper.lock:
             await self._db.load_stats(self._store)
         self._last_refresh = time.monotonic()
 
@@ -3092,8 +3210,8 @@ class TaskManager:
         deleted = len(gone)
         if self._db is not None and self._db.ready:
             await self.flush()
-            assert self._write_lock is not None
-            async with self._write_lock:
+            assert self._keeper is not None
+            async with self._keeper.lock:
                 deleted = await self._db.delete_finished_before(cutoff)
                 await self._db.load_stats(store)
         if deleted:
@@ -3118,9 +3236,9 @@ class TaskManager:
             "detail": detail or {},
         }
         self._audit.appendleft(entry)
-        if self._db is not None and self._db.ready and self._write_lock is not None:
-            async with self._write_lock:
-                await self._db.add_audit(entry)
+        if self._keeper is not None:
+            async with self._keeper.lock:
+                await self._keeper.db.add_audit(entry)
 
     async def audit_log(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Audit entries, newest first, each ``{timestamp, actor, action, task_id, detail}``."""
@@ -3140,9 +3258,9 @@ class TaskManager:
         ]
 
     async def _revoke(self, session_id: str, until: float) -> None:
-        if self._db is not None and self._db.ready and self._write_lock is not None:
-            async with self._write_lock:
-                await self._db.revoke(session_id, until)
+        if self._keeper is not None:
+            async with self._keeper.lock:
+                await self._keeper.db.revoke(session_id, until)
 
     async def _is_revoked(self, session_id: str) -> bool:
         if self._db is None or not self._db.ready:
@@ -3153,75 +3271,26 @@ class TaskManager:
 
     async def flush(self) -> int:
         """Write every changed record to ``snapshot_db`` now; returns how many rows."""
-        return await self._flush(heartbeat=False)
+        return await self._keeper.flush() if self._keeper is not None else 0
 
     async def _make_durable(self, records: list[TaskRecord]) -> None:
-        """Write ``records`` before a response goes out, unless a write took them meanwhile.
-
-        Requests that wait here together share one write (a group commit): the
-        first writes every changed row, the others find theirs already durable.
-        """
-        if self._db is None or not self._db.ready or self._write_lock is None:
-            return
-        async with self._write_lock:
-            if any(not r.durable for r in records):
-                await self._write(heartbeat=False)
-
-    async def _flush(self, *, heartbeat: bool) -> int:
-        if self._db is None or not self._db.ready or self._write_lock is None:
-            return 0
-        async with self._write_lock:
-            return await self._write(heartbeat=heartbeat)
-
-    async def _write(self, *, heartbeat: bool) -> int:
-        assert self._db is not None
-        store = self._store
-        if not store.dirty and not heartbeat:
-            return 0
-        batch, store.dirty = store.dirty, {}
-        owner = self._owner
-        try:
-            rows = [_row(r if type(r) is tuple else _freeze(r), owner) for r in batch.values()]
-        except Exception:
-            rows = self._rows_one_by_one(batch)
-        try:
-            await self._db.write(rows, heartbeat=heartbeat)
-        except BaseException:
-            for task_id, record in batch.items():
-                store.dirty.setdefault(task_id, record)
-            raise
-        for record in batch.values():
-            if type(record) is TaskRecord:
-                record.durable = True
-        return len(rows)
-
-    def _rows_one_by_one(self, batch: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """The rows of ``batch``, skipping (and logging) a record that cannot make one."""
-        rows = []
-        for task_id, r in batch.items():
-            try:
-                rows.append(_row(r if type(r) is tuple else _freeze(r), self._owner))
-            except Exception:
-                logger.exception("task %s cannot be stored and is skipped", task_id)
-        return rows
+        if self._keeper is not None:
+            await self._keeper.make_durable(records)
 
     async def _maintain(self) -> None:
         """Background loop: batched writes, heartbeat, claims, retention, other
         processes' changes."""
         last_claim = last_prune = time.monotonic()
+        keeper = self._keeper
         while True:
             await asyncio.sleep(self.snapshot_interval)
             try:
-                if self._db is not None:
-                    await self._db.listen(self._heard)
-                await self._flush(heartbeat=True)
-                if self._db_problem is not None:
-                    logger.warning("taskflow: %s is reachable again", self._db.target)  # type: ignore[union-attr]
-                    self._db_problem = None
-                if self._elsewhere:
-                    self._elsewhere = False
-                    await self.refresh()
-                    self._store.changed_elsewhere()
+                if keeper is not None:
+                    await keeper.turn()
+                    if keeper.elsewhere:  # another process wrote: reload counters, tell pages
+                        keeper.elsewhere = False
+                        await self.refresh()
+                        self._store.changed_elsewhere()
                 now = time.monotonic()
                 if self.requeue_pending and now - last_claim >= 5.0:
                     last_claim = now
@@ -3232,33 +3301,10 @@ class TaskManager:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self._db_problem is None:  # once per outage, not once per turn
+                if keeper is None:
                     logger.exception("taskflow maintenance step failed; will try again")
-                self._db_problem = f"database unreachable or failing: {type(exc).__name__}"
-                self._cap_unwritten()
-
-    def _heard(self) -> None:
-        self._elsewhere = True  # handled on the next maintenance turn, at most once
-
-    def _cap_unwritten(self) -> None:
-        """While the database is away, changes wait in memory, up to a bound: beyond
-        ``_MAX_UNWRITTEN`` the oldest finished ones are dropped, with a warning."""
-        dirty = self._store.dirty
-        excess = len(dirty) - _MAX_UNWRITTEN
-        if excess <= 0:
-            return
-        dropped = 0
-        for task_id in list(itertools.islice(dirty, excess * 2)):
-            entry = dirty[task_id]
-            if type(entry) is tuple and dropped < excess:
-                del dirty[task_id]
-                dropped += 1
-        logger.warning(
-            "taskflow: the database is unreachable and %d changes wait; dropped the %d "
-            "oldest finished ones",
-            len(dirty),
-            dropped,
-        )
+                else:
+                    keeper.failed(exc)
 
     async def _claim(self) -> None:
         """Adopt unfinished tasks of dead processes: run them again or mark them interrupted.
@@ -3267,11 +3313,11 @@ class TaskManager:
         (another process sharing the file may be the one that can run them);
         without it every orphan is claimed, to be marked interrupted.
         """
-        assert self._db is not None and self._write_lock is not None
+        assert self._db is not None and self._keeper is not None
         names = set(self._registry)
         if not self.requeue_pending:
             names |= set(await self._db.unfinished_names())
-        async with self._write_lock:
+        async with self._keeper.lock:
             records = await self._db.claim_orphans(names)
         for record in records:
             func, config = self._registry.get(record.func_name) or (
@@ -3321,7 +3367,6 @@ class TaskManager:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._pool = _ThreadPool(self.max_sync_threads)
-        self._write_lock = asyncio.Lock()
         if self.max_concurrent_tasks:
             self._slots = asyncio.Semaphore(self.max_concurrent_tasks)
         try:
@@ -3331,8 +3376,9 @@ class TaskManager:
                 self._db = _storage_for(self.snapshot_db, self._owner)
                 self._db.stale_after = self.heartbeat_timeout
                 await self._db.open()
-                async with self._write_lock:
-                    await self._write(heartbeat=True)
+                self._keeper = _Keeper(self._store, self._db)
+                await self._keeper.flush(heartbeat=True)
+                async with self._keeper.lock:
                     await self._db.load_stats(self._store)
                 await self._claim()
             if self.retention_days is not None:
@@ -3407,6 +3453,7 @@ class TaskManager:
             self._jobs.clear()
 
     async def _close_resources(self) -> None:
+        self._keeper = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -4084,8 +4131,8 @@ class _Admin:
                 problems.append(f"{rate:.0%} of tasks failed in the last 15 minutes")
             if not manager._started:
                 problems.append("task manager is not running")
-            if manager._db_problem is not None:
-                problems.append(manager._db_problem)
+            if manager._keeper is not None and manager._keeper.problem is not None:
+                problems.append(manager._keeper.problem)
             body = {
                 "status": "degraded" if problems else "ok",
                 "problems": problems,
