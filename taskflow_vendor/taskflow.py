@@ -5730,7 +5730,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
         kv('Retries used', String(t.retries_used || 0)),
         tags.length ? kv('Tags', tags.map(([k, v]) => h('span', { class: 'tag', text: `${k}=${v}` }))) : [],
         t.retry_of ? kv('Retry of', taskLink(t.retry_of)) : [],
-        t.instance ? kv('Instance', h('code', { class: 'mono', text: t.instance })) : [],
+        t.instance ? kv('Instance', h('span', { class: 'mono', text: t.instance })) : [],
         fn ? kv('This function', `${fn.total} runs · ${((fn.success_rate || 0) * 100).toFixed(0)}% ok · p50 ${fmtDur(fn.p50)} · p95 ${fmtDur(fn.p95)}`) : []),
       section('Timeline', timeline(t)),
       attempts.length ? section(`Attempts (${attempts.length})`, h('ol', { class: 'attempts' }, attempts.map((a) =>

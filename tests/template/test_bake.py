@@ -109,7 +109,7 @@ def test_answers_arrive_intact(case):
     readme = (project / "README.md").read_text(encoding="utf-8")
     assert readme.startswith(f"# {name}\n")
 
-    tomllib = pytest.importorskip("tomllib")
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
     meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert meta["description"] == answers.get("description", meta["description"])
     assert meta["authors"] == [{"name": answers.get("author_name", "Your Name")}]

@@ -63,5 +63,5 @@ def test_python_string_reads_back_unchanged_and_ruff_format_keeps_it(render, val
 
 @pytest.mark.parametrize("value", NASTY)
 def test_toml_escape_reads_back_unchanged(render, value):
-    tomllib = pytest.importorskip("tomllib")
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
     assert tomllib.loads(f'x = "{render("toml_escape", value)}"')["x"] == value

@@ -1,6 +1,7 @@
 """Pattern 3, lifespan.py: the database opens before tasks start and closes after they stop."""
 
 import asyncio
+import contextlib
 import sqlite3
 
 from fastapi.testclient import TestClient
@@ -12,7 +13,7 @@ from {{ cookiecutter.package_name }}.tasks import task_manager
 
 
 def rows(kind: str) -> list[str]:
-    with sqlite3.connect(settings.app_db) as connection:
+    with contextlib.closing(sqlite3.connect(settings.app_db)) as connection:
         query = "SELECT detail FROM events WHERE kind = ? ORDER BY id"
         return [detail for (detail,) in connection.execute(query, (kind,))]
 
