@@ -195,8 +195,10 @@ def test_list_items_are_exactly_the_records_brief_dicts(both):
     """With snapshot_db a page is built straight from the file's rows, without
     records; it must be what ``to_dict(brief=True)`` gives, field for field."""
     env = both
+    tagged = env.tm.with_options(tags={"tenant": "acme", "plan": "pro"}).add_task(ok, 1)
+    wait_status(env, tagged)
     ids = [
-        run(env, ok, 1, tags={"tenant": "acme", "plan": "pro"}),
+        tagged,
         run(env, boom, "it broke"),
         run(env, anoop),
     ]

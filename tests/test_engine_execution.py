@@ -486,8 +486,55 @@ async def test_tasks_added_during_a_request_start_after_the_response(pattern):
     assert sorted(ran) == ["a", "b"]
 
 
-async def test_tasks_of_one_request_run_concurrently_not_one_after_another():
+@pytest.mark.parametrize("pattern", ["depends", "install"])
+async def test_tasks_of_one_request_run_one_after_another_in_the_order_added(pattern):
+    # FastAPI's own order: each starts when the previous one has ended, retries included;
+    # unlike FastAPI, a failure does not stop the ones after it.
     tm = TaskManager()
+    app = FastAPI()
+    events: list[str] = []
+    attempts = {"flaky": 0}
+
+    @tm.task(retries=1, delay=0.01)
+    async def flaky():
+        events.append("flaky start")
+        attempts["flaky"] += 1
+        await asyncio.sleep(0.02)
+        if attempts["flaky"] == 1:
+            raise RuntimeError("first attempt fails")
+        events.append("flaky end")
+
+    def failing():
+        events.append("failing")
+        raise RuntimeError("boom")
+
+    async def last(n):
+        events.append(f"last {n}")
+
+    if pattern == "depends":
+
+        @app.post("/go")
+        async def go(tasks=Depends(tm.get_tasks)):
+            return [tasks.add_task(flaky), tasks.add_task(failing), tasks.add_task(last, 1)]
+
+    else:
+        tm.install(app)
+
+        @app.post("/go")
+        async def go(tasks: BackgroundTasks):
+            return [tasks.add_task(flaky), tasks.add_task(failing), tasks.add_task(last, 1)]
+
+    async with started(tm), client(app) as http:
+        ids = (await http.post("/go")).json()
+        assert tm.get(ids[2]).status.value == "pending"  # waits for the ones before it
+        statuses = [(await reaches(tm, i)).status.value for i in ids]
+    assert statuses == ["success", "failed", "success"]
+    assert events == ["flaky start", "flaky start", "flaky end", "failing", "last 1"]
+
+
+@pytest.mark.parametrize("how", ["manager", "request"])
+async def test_a_request_s_tasks_run_concurrently_when_asked(how):
+    tm = TaskManager(concurrent_request_tasks=how == "manager")
     app = FastAPI()
     first_started = asyncio.Event()
     second_started = asyncio.Event()
@@ -502,12 +549,39 @@ async def test_tasks_of_one_request_run_concurrently_not_one_after_another():
 
     @app.post("/go")
     async def go(tasks=Depends(tm.get_tasks)):
+        if how == "request":
+            tasks.concurrent = True
         return [tasks.add_task(first), tasks.add_task(second)]
 
     async with started(tm), client(app) as http:
         ids = (await http.post("/go")).json()
         statuses = [(await reaches(tm, i)).status.value for i in ids]
     assert statuses == ["success", "success"]
+
+
+async def test_a_waiting_task_cancelled_lets_the_next_one_run():
+    tm = TaskManager()
+    app = FastAPI()
+    gate = asyncio.Event()
+
+    async def hold():
+        await gate.wait()
+
+    async def after():
+        return None
+
+    @app.post("/go")
+    async def go(tasks=Depends(tm.get_tasks)):
+        return [tasks.add_task(hold), tasks.add_task(after), tasks.add_task(after)]
+
+    async with started(tm), client(app) as http:
+        ids = (await http.post("/go")).json()
+        await reaches(tm, ids[0], "running")
+        tm.cancel(ids[1])  # waiting for its turn: cancelled, it hands the turn on
+        assert tm.get(ids[2]).status.value == "pending"
+        gate.set()
+        assert (await reaches(tm, ids[2])).status.value == "success"
+        assert tm.get(ids[1]).status.value == "cancelled"
 
 
 @pytest.mark.parametrize("pattern", ["depends", "install"])

@@ -399,3 +399,45 @@ async def test_add_task_from_another_thread_runs_on_the_loop():
         await asyncio.to_thread(thread.join)
         assert status_of(tm, ids[0]) in ("pending", "running", "success")
         assert (await reaches(tm, ids[0])).status is TaskStatus.SUCCESS
+
+
+# -- keyword names the tracking options also use ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tags", "idempotency_key"])
+async def test_a_functions_own_parameter_named_like_an_option_gets_its_argument(name):
+    tm = TaskManager()
+    got: list = []
+
+    def index_post(post_id, tags=None, idempotency_key=None):
+        got.append((post_id, tags if name == "tags" else idempotency_key))
+
+    def takes_anything(post_id, **kwargs):
+        got.append((post_id, kwargs[name]))
+
+    value = ["python", "fastapi"] if name == "tags" else "key-1"
+    async with started(tm):
+        for func in (index_post, takes_anything):
+            record = await reaches(tm, tm.add_task(func, 1, **{name: value}))
+            assert record.status.value == "success"
+            assert record.tags is None and record.idempotency_key is None
+    assert got == [(1, value), (1, value)]
+
+
+async def test_options_still_apply_to_functions_without_such_parameters_and_through_with_options():
+    tm = TaskManager()
+
+    def plain(n):
+        return n
+
+    def takes_tags(n, tags):
+        return tags
+
+    async with started(tm):
+        first = await reaches(tm, tm.add_task(plain, 1, tags={"a": "b"}, idempotency_key="k"))
+        assert first.tags == {"a": "b"} and first.idempotency_key == "k"
+        assert tm.add_task(plain, 2, idempotency_key="k") == first.task_id
+        both = tm.with_options(tags={"c": "d"}, idempotency_key="k2")
+        second = await reaches(tm, both.add_task(takes_tags, 3, tags=["own"]))
+        assert second.tags == {"c": "d"} and second.idempotency_key == "k2"
+        assert second.kwargs == {"tags": ["own"]}

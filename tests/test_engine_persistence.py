@@ -81,7 +81,9 @@ async def test_arguments_and_tags_are_stored_as_json(snapshot_target: str):
         return None
 
     async with started(tm):
-        task_id = tm.add_task(job, 1, "two", [3], {"four": None}, k="é", tags={"t": "1"})
+        # job takes **kwargs, so tags= would be its argument: with_options() says "tracking".
+        tagged = tm.with_options(tags={"t": "1"})
+        task_id = tagged.add_task(job, 1, "two", [3], {"four": None}, k="é")
         await reaches(tm, task_id)
     args, kwargs, tags = db_rows(db, "SELECT args, kwargs, tags FROM tasks")[0]
     assert json.loads(args) == [1, "two", [3], {"four": None}]

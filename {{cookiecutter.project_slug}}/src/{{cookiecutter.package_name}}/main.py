@@ -8,11 +8,19 @@ auto_install=True, routes keep the plain `BackgroundTasks` parameter they alread
 Run: uvicorn {{ cookiecutter.package_name }}.main:app, then open http://127.0.0.1:8000{{ cookiecutter.dashboard_path }}/dashboard
 """
 
-from fastapi import BackgroundTasks, FastAPI
+from typing import Annotated
+
+from fastapi import BackgroundTasks, FastAPI, Query
 
 from .settings import PROJECT_NAME, settings
 from .taskflow import TaskAdmin
-from .tasks import build_report, send_welcome_email, sync_legacy_crm, task_manager
+from .tasks import (
+    build_report,
+    export_account_data,
+    send_welcome_email,
+    sync_legacy_crm,
+    task_manager,
+)
 
 app = FastAPI(title=PROJECT_NAME)
 
@@ -46,4 +54,17 @@ def request_report(
 @app.post("/crm-sync", status_code=202)
 def crm_sync(record_id: int, background_tasks: BackgroundTasks) -> dict[str, str]:
     task_id = background_tasks.add_task(sync_legacy_crm, record_id)
+    return {"task_id": task_id}
+
+
+@app.post("/exports", status_code=202)
+def export_account(
+    account_id: int,
+    background_tasks: BackgroundTasks,
+    batches: Annotated[int, Query(ge=1, le=600)] = 60,
+) -> dict[str, str]:
+    """A slow task (about `batches` seconds) that logs its progress: one to watch, or cancel."""
+    task_id = background_tasks.add_task(
+        export_account_data, account_id, batches, tags={"account": str(account_id)}
+    )
     return {"task_id": task_id}

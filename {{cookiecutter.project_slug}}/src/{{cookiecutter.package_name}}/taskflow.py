@@ -10,8 +10,9 @@ Python 3.10 or newer. ``python taskflow.py --version`` tells which copy you have
 
 Deliberate choices, documented in docs/design_decisions.md:
 
-* Tasks added during a request start after the response is sent (as with
-  FastAPI's own ``BackgroundTasks``) but run concurrently, not one after another.
+* Tasks added during a request start after the response is sent and run one
+  after another in the order added, as with FastAPI's own ``BackgroundTasks``;
+  a failure does not stop the ones after it.
 * ``persist=True`` tasks are committed to SQLite before the response that
   returned their id is sent; everything else is written in batches.
 * Cancelling a running *sync* task marks it cancelled and ignores its result; the
@@ -2209,6 +2210,7 @@ class _Job:
         "held",
         "stop",
         "attempt",
+        "next",
     )
 
     def __init__(
@@ -2232,6 +2234,7 @@ class _Job:
         self.held = True  # not yet released by the response that created it
         self.stop: str | None = None  # "cancel" or "shutdown" when we cancel the handle
         self.attempt = 0
+        self.next: _Job | None = None  # the request's next task: released when this one ends
 
 
 def get_task_context() -> TaskContext | None:
@@ -2277,10 +2280,15 @@ class ManagedBackgroundTasks(BackgroundTasks):
     ``ManagedBackgroundTasks``) parameter.
 
     The tasks a request adds are held until its response has been sent (and any
-    plain background tasks of that response have run), then start together, each
-    in its own asyncio task. ``persist=True`` tasks are committed before the
-    response goes out. If the request fails, its held tasks are recorded as
-    cancelled, with the reason, and never start.
+    plain background tasks of that response have run), then run one after another
+    in the order added, as FastAPI runs them: each starts when the one before it
+    has ended (retries included). Unlike FastAPI, a failure does not stop the ones
+    after it. Set ``concurrent = True`` on the object (or
+    ``TaskManager(concurrent_request_tasks=True)``) to start them all together
+    instead. Tasks of different requests always run concurrently.
+    ``persist=True`` tasks are committed before the response goes out. If the
+    request fails, its held tasks are recorded as cancelled, with the reason, and
+    never start.
 
     Built by hand outside FastAPI's request handling, it starts its tasks when it
     is run as a background (``await tasks()``), or when ``background_tasks`` (a
@@ -2304,23 +2312,39 @@ class ManagedBackgroundTasks(BackgroundTasks):
         self._scope: Any = None  # the request's ASGI scope, whose exit stacks it uses
         self._armed = 0  # 1: start/cleanup registered; 2: commit registered too
         self._closed = False  # the request is over: tasks added now start at once
+        self.concurrent = task_manager.concurrent_request_tasks
         if background_tasks is not None:  # outside FastAPI's request handling
             # Appended, not add_task(): that may be a managed object's, which tracks.
             background_tasks.tasks.append(BackgroundTask(_start_held, self))
 
-    def add_task(  # type: ignore[override]
-        self,
-        func: Callable[..., Any],
-        *args: Any,
-        idempotency_key: str | None = None,
-        tags: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> str:
+    def add_task(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         """Track ``func(*args, **kwargs)``; it starts after the response is sent.
 
-        Returns the task id. With an ``idempotency_key`` already used by a task
-        that did not fail, returns that task's id and adds nothing.
+        Returns the task id. ``idempotency_key=`` and ``tags=`` are taken as
+        tracking options, unless ``func`` has a parameter of that name (or
+        ``**kwargs``): then they are its arguments, as with plain
+        ``BackgroundTasks``. ``with_options()`` sets them without that ambiguity.
+        With an ``idempotency_key`` already used by a task that did not fail,
+        returns that task's id and adds nothing.
         """
+        key, tags = _take_options(func, kwargs)
+        return self._add(func, args, kwargs, key, tags)
+
+    def with_options(
+        self, *, idempotency_key: str | None = None, tags: dict[str, str] | None = None
+    ) -> _WithOptions:
+        """``.add_task(func, ...)`` with these tracking options; every keyword argument
+        of that call goes to ``func``."""
+        return _WithOptions(self._add, idempotency_key, tags)
+
+    def _add(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        idempotency_key: str | None,
+        tags: dict[str, str] | None,
+    ) -> str:
         manager = self._manager
         job, task_id = manager._create(func, args, kwargs, idempotency_key, tags, held=True)
         if job is None:
@@ -2396,15 +2420,65 @@ class ManagedBackgroundTasks(BackgroundTasks):
         await super().__call__()
 
     def _start(self) -> None:
-        for job in self._held:
-            self._manager._release(job)
-        self._held.clear()
+        held, self._held = self._held, []
+        release = self._manager._release
+        if self.concurrent or len(held) < 2:
+            for job in held:
+                release(job)
+            return
+        held = [job for job in held if job.record.status is _PENDING]  # not cancelled meanwhile
+        # One after another: each runs in its own copy of this (the request's) context.
+        context = contextvars.copy_context()
+        for before, job in itertools.pairwise(held):
+            job.context = context.copy()
+            before.next = job
+        if held:
+            release(held[0])
 
     def _abandon(self, reason: str) -> None:
         held, self._held = self._held, []
         for job in held:
             if job.record.status is TaskStatus.PENDING:  # not cancelled meanwhile
                 self._manager._finish(job, TaskStatus.CANCELLED, error=reason[:_MAX_ERROR])
+
+
+class _WithOptions:
+    """What ``with_options()`` returns: an ``add_task`` with tracking options set."""
+
+    __slots__ = ("_add", "_key", "_tags")
+
+    def __init__(
+        self, add: Callable[..., str], key: str | None, tags: dict[str, str] | None
+    ) -> None:
+        self._add, self._key, self._tags = add, key, tags
+
+    def add_task(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+        """Track ``func(*args, **kwargs)`` with the options given; returns the task id."""
+        return self._add(func, args, kwargs, self._key, self._tags)  # type: ignore[no-any-return]
+
+
+def _take_options(
+    func: Callable[..., Any], kwargs: dict[str, Any]
+) -> tuple[str | None, dict[str, str] | None]:
+    """Pop ``idempotency_key`` and ``tags`` from ``kwargs``, unless ``func`` takes them."""
+    if "idempotency_key" not in kwargs and "tags" not in kwargs:
+        return None, None
+    takes = _parameters(func)
+    key = None if takes("idempotency_key") else kwargs.pop("idempotency_key", None)
+    tags = None if takes("tags") else kwargs.pop("tags", None)
+    return key, tags
+
+
+def _parameters(func: Callable[..., Any]) -> Callable[[str], bool]:
+    """Whether ``func`` takes a keyword argument of a given name."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # no signature (some builtins): it takes none of ours
+        return lambda name: False
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return lambda name: True
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names.__contains__
 
 
 async def _start_held(tasks: ManagedBackgroundTasks) -> None:
@@ -2517,6 +2591,8 @@ class TaskManager:
     * ``max_concurrent_tasks``: how many tasks may run at once (others wait, pending).
     * ``max_sync_threads``: size of the thread pool that runs sync functions.
     * ``shutdown_timeout``: seconds ``shutdown()`` waits for running tasks.
+    * ``concurrent_request_tasks``: start the tasks one request adds together, instead
+      of one after another in the order added (FastAPI's order, the default).
     * ``heartbeat_timeout``: seconds without a heartbeat after which another process
       sharing ``snapshot_db`` counts as dead, and one live process claims its
       unfinished tasks (on the same host a dead PID is noticed at once).
@@ -2535,6 +2611,7 @@ class TaskManager:
         max_sync_threads: int | None = None,
         shutdown_timeout: float = 10.0,
         heartbeat_timeout: float = _STALE_AFTER,
+        concurrent_request_tasks: bool = False,
     ) -> None:
         for name, value in (("snapshot_db", snapshot_db), ("log_file", log_file)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
@@ -2543,6 +2620,7 @@ class TaskManager:
                 raise ValueError(f"{name} must not be empty")
         _check_number("snapshot_interval", snapshot_interval, strict=True)
         _check_bool("requeue_pending", requeue_pending)
+        _check_bool("concurrent_request_tasks", concurrent_request_tasks)
         _check_number(
             "retention_days", retention_days, allow_none=True, strict=True, maximum=_MAX_DAYS
         )
@@ -2572,6 +2650,7 @@ class TaskManager:
         self.max_sync_threads = max_sync_threads or min(32, (os.cpu_count() or 1) + 4)
         self.shutdown_timeout = float(shutdown_timeout)
         self.heartbeat_timeout = float(heartbeat_timeout)
+        self.concurrent_request_tasks = concurrent_request_tasks
 
         self._registry: dict[str, tuple[Callable[..., Any], TaskConfig]] = {}
         self._configs: dict[Any, tuple[TaskConfig, bool]] = {}  # func -> (config, is async)
@@ -2700,19 +2779,32 @@ class TaskManager:
 
     # -- creating and starting tasks -----------------------------------------
 
-    def add_task(
-        self,
-        func: Callable[..., Any],
-        *args: Any,
-        idempotency_key: str | None = None,
-        tags: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> str:
+    def add_task(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
         """Enqueue ``func(*args, **kwargs)`` outside a request; returns the task id.
 
         It starts at once when the manager is running; before ``startup()`` it
         waits, pending, and starts when ``startup()`` runs. Safe from any thread.
+        ``idempotency_key=`` and ``tags=`` are tracking options unless ``func`` takes
+        parameters of those names; ``with_options()`` sets them either way.
         """
+        key, tags = _take_options(func, kwargs)
+        return self._add(func, args, kwargs, key, tags)
+
+    def with_options(
+        self, *, idempotency_key: str | None = None, tags: dict[str, str] | None = None
+    ) -> _WithOptions:
+        """``.add_task(func, ...)`` with these tracking options; every keyword argument
+        of that call goes to ``func``."""
+        return _WithOptions(self._add, idempotency_key, tags)
+
+    def _add(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        idempotency_key: str | None,
+        tags: dict[str, str] | None,
+    ) -> str:
         job, task_id = self._create(func, args, kwargs, idempotency_key, tags, held=False)
         if job is not None:
             self._release_from_any_thread(job)
@@ -2984,6 +3076,10 @@ class TaskManager:
         self._store.move(record, status)
         if self._logfile is not None:
             self._event(record, "info" if status is _SUCCESS else "error", status.value, error)
+        following = job.next
+        if following is not None:  # the request's next task: its turn now
+            job.next = None
+            self._release(following)
 
     # -- logging ----------------------------------------------------------------
 

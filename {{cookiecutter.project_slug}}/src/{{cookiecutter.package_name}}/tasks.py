@@ -61,3 +61,23 @@ def sync_legacy_crm(record_id: int) -> None:
     """
     task_log("pushing record to the legacy CRM", record_id=record_id)
     raise RuntimeError(f"legacy CRM rejected record {record_id}: schema version mismatch")
+
+
+@task_manager.task()
+async def export_account_data(account_id: int, batches: int = 60) -> None:
+    """Slow on purpose: about a second per batch, a minute by default. The task to cancel.
+
+    Its log grows by a line a second, so the dashboard's detail view shows how far it got. Cancel it
+    there (or `POST {dashboard path}/{task_id}/cancel`): an async task stops at its next `await`, so
+    the log ends at the batch it was on. A sync task could not be stopped that way: Python cannot
+    stop a thread, so a cancelled one is marked cancelled and its thread runs to the end.
+    Registered with no options (no retries), so that the dashboard's Retry can find the function
+    again for an export that a shutdown interrupted.
+    """
+    task_log("export started", account_id=account_id, batches=batches)
+    rows = 0
+    for batch in range(1, batches + 1):
+        await asyncio.sleep(1.0)  # stands in for reading one batch and writing it out
+        rows += 500
+        task_log(f"batch {batch}/{batches} exported", rows=rows)
+    task_log("export ready", rows=rows)
