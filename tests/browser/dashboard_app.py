@@ -115,6 +115,7 @@ async def open_gate(gate: str) -> dict[str, bool]:
 @app.post("/demo/populate")
 async def populate(tasks: ManagedBackgroundTasks = Depends(tm.get_tasks)) -> dict[str, int]:
     """A realistic mix for the screenshot: mostly successes, some failures, a few in flight."""
+    tasks.concurrent = True  # independent tasks: all in flight at once, not in turn
     ids = []
     for i in range(24):
         seconds = (i * 7 % 9) * 0.04  # a spread of durations for the table and percentiles
