@@ -6,11 +6,18 @@ databases (``snapshot_target``) when it needs a restart."""
 from __future__ import annotations
 
 import asyncio
+import sys
+import textwrap
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
-from apps.engine_support import reaches, started, until
-from taskflow import TaskManager, TaskStatus
+from apps.engine_support import client, lifespan, reaches, started, until
+from fastapi import FastAPI
+from taskflow import TaskAdmin, TaskManager, TaskStatus
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -330,8 +337,10 @@ async def test_memory_without_a_database_keeps_only_max_history_finished_records
         assert tm.get(long_running).status is TaskStatus.RUNNING  # live tasks are never evicted
         page, total = await tm.query(limit=100)
         assert total == 6 and {r.task_id for r in page} == set(kept) | {long_running}
+        # The list holds the kept records; the counters count every task that ran.
         metrics = tm.metrics()
-        assert metrics["success"] == 5 and metrics["running"] == 1
+        assert metrics["success"] == 50 and metrics["running"] == 1
+        assert metrics["total"] == 51
         gate.set()
 
 
@@ -368,3 +377,45 @@ async def test_metrics_after_a_requeueing_restart_count_each_task_once(snapshot_
             "cancelled": 0,
             "interrupted": 1,
         }
+
+
+async def test_a_scraper_alone_sees_other_processes_tasks_within_poll_interval(tmp_path):
+    # Two processes' managers share one file; nobody opens a dashboard on the first.
+    db = tmp_path / "tasks.db"
+    app = FastAPI()
+    served = TaskManager(snapshot_db=db, snapshot_interval=0.05)
+    TaskAdmin(app, served, poll_interval=0.5)
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(ROOT / "taskflow_vendor")!r})
+        from taskflow import TaskManager
+
+        async def main():
+            tm = TaskManager(snapshot_db={str(db)!r})
+            await tm.startup()
+            for n in range(7):
+                tm.add_task(print, n)
+            await asyncio.sleep(0.3)
+            await tm.shutdown()
+
+        asyncio.run(main())
+        """
+    )
+    async with lifespan(app), client(app) as http:
+        assert "taskflow_tasks{" in (await http.get("/tasks/metrics/prometheus")).text
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stdout=asyncio.subprocess.DEVNULL
+        )
+        assert await other.wait() == 0
+        started_at = time.monotonic()
+
+        async def seen():
+            text = (await http.get("/tasks/metrics/prometheus")).text
+            return 'taskflow_tasks{status="success"} 7' in text
+
+        await until(seen, timeout=5, what="the scraper to see the other process's 7 tasks")
+        assert time.monotonic() - started_at < 0.5 + 1.5  # poll_interval, plus a turn or two
+        listed = await http.get("/tasks")
+        assert listed.headers["X-Total-Count"] == "7"
+        assert (await http.get("/tasks/metrics")).json()["total"] == 7

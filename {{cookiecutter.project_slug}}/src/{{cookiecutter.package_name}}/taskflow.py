@@ -769,8 +769,9 @@ class _Store:
             del self.idempotency[key]
             if evicted and self.persistent:
                 self.remember_key(key, task_id, status)
-        # An evicted record stays counted while a database can still answer for it.
-        if not (evicted and self.persistent):
+        # Counters count every task this process has run: a record evicted to keep
+        # max_history stays counted (pruned or deleted history does not).
+        if not evicted:
             self.func(name).counts[status] -= 1
 
     def remember_key(self, key: str, task_id: str, status: TaskStatus) -> None:
@@ -2673,6 +2674,7 @@ class TaskManager:
         self._closing = False
         self._lifespan_apps: set[int] = set()
         self._last_refresh = 0.0
+        self._poll_interval = 30.0  # re-read a shared database this often (TaskAdmin's)
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -3383,10 +3385,15 @@ class TaskManager:
             try:
                 if keeper is not None:
                     await keeper.turn()
-                    if keeper.elsewhere:  # another process wrote: reload counters, tell pages
+                    # Other processes' changes: heard of (PostgreSQL), or looked for every
+                    # poll interval, so /metrics tells the truth to a scraper alone.
+                    heard = keeper.elsewhere
+                    if heard or time.monotonic() - self._last_refresh >= self._poll_interval:
                         keeper.elsewhere = False
+                        before = _counts(self.metrics())
                         await self.refresh()
-                        self._store.changed_elsewhere()
+                        if heard or _counts(self.metrics()) != before:
+                            self._store.changed_elsewhere()  # open pages reload
                 now = time.monotonic()
                 if self.requeue_pending and now - last_claim >= 5.0:
                     last_claim = now
@@ -4021,6 +4028,8 @@ class _Admin:
         self.forms = URLSafeTimedSerializer(secret, salt="taskflow-login-form")
         self.token_expiry = token_expiry
         self.poll_interval = poll_interval
+        # The manager re-reads the shared database this often, dashboard open or not.
+        manager._poll_interval = min(manager._poll_interval, poll_interval)
         self.title = title
         self.display_func_args = display_func_args
         self.throttle = _Throttle(manager)
@@ -4501,13 +4510,6 @@ class _Admin:
                     remote = store.remote_seq
                     yield _sse("refresh", {}, store.seq)
                     metrics_due = True
-                if manager._db is not None and now - manager._last_refresh >= self.poll_interval:
-                    before = _counts(manager.metrics())
-                    manager._last_refresh = now
-                    await manager.refresh()
-                    if _counts(manager.metrics()) != before:
-                        yield _sse("refresh", {}, store.seq)
-                        metrics_due = True
                 if store.seq != seen:
                     latest = _changes_since(store, seen, limit=100)
                     seen = store.seq
