@@ -419,3 +419,32 @@ async def test_a_scraper_alone_sees_other_processes_tasks_within_poll_interval(t
         listed = await http.get("/tasks")
         assert listed.headers["X-Total-Count"] == "7"
         assert (await http.get("/tasks/metrics")).json()["total"] == 7
+
+
+async def test_q_matches_id_prefix_name_error_and_tag_values_the_same_everywhere(storage_target):
+    tm = TaskManager(snapshot_db=storage_target)
+
+    def send_invoice(n):
+        if n == 2:
+            raise RuntimeError("Card DECLINED by gateway")
+
+    async with started(tm):
+        ids = [
+            tm.with_options(tags={"customer": "ACME corp"}).add_task(send_invoice, 1),
+            tm.add_task(send_invoice, 2),
+            tm.with_options(tags={"declined": "no"}).add_task(send_invoice, 3),
+        ]
+        for task_id in ids:
+            await reaches(tm, task_id)
+
+        async def found(q):
+            page, total = await tm.query(q=q)
+            assert total == len(page)
+            return {r.task_id for r in page}
+
+        assert await found(ids[0][:8].upper()) == {ids[0]}  # id prefix, any case
+        assert await found(ids[0][4:12]) == set()  # not the middle of an id
+        assert await found("INVOICE") == set(ids)  # part of the function name
+        assert await found("declined") == {ids[1]}  # the error; a tag *key* does not count
+        assert await found("acme") == {ids[0]}  # a tag value
+        assert await found("100%") == set()  # LIKE's wildcards are literal

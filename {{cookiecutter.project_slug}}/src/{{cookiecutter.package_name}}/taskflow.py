@@ -466,6 +466,19 @@ def _frozen_status(f: tuple[Any, ...]) -> TaskStatus:
     return _STATUSES[f[_F_BITS] & 7]
 
 
+def _found(needle: str, f: tuple[Any, ...]) -> bool:
+    """Whether lower-case ``needle`` is what ``q`` looks for in frozen record ``f``."""
+    if f[_F_ID].startswith(needle) or needle in f[_F_NAME].lower():
+        return True
+    rare = f[_F_RARE]
+    if rare is None:
+        return False
+    error, tags = rare[0], rare[4]
+    return bool(error and needle in error.lower()) or any(
+        needle in value.lower() for value in (tags or ())[1::2]
+    )
+
+
 def _frozen_key(f: tuple[Any, ...]) -> str | None:
     rare = f[_F_RARE]
     return rare[6] if rare else None
@@ -659,7 +672,11 @@ class _Store:
         offset: int,
     ) -> tuple[list[TaskRecord | tuple[Any, ...]], int]:
         """``_Storage.query`` over memory: one page of entries (live records or frozen
-        tuples) and how many match."""
+        tuples) and how many match.
+
+        ``q`` matches, ignoring case, the start of the task id or part of the function
+        name, the error or a tag value: the definition the database and the page use.
+        """
         needle = q.lower() if q else None
         records = self.records
         # Filter and sort the frozen form (live records are few; freeze them too).
@@ -671,7 +688,7 @@ class _Store:
             if (
                 (not statuses or status_value in statuses)
                 and (not func_name or f[_F_NAME] == func_name)
-                and (not needle or f[_F_ID].startswith(needle) or needle in f[_F_NAME].lower())
+                and (not needle or _found(needle, f))
                 and (lo is None or created >= lo)
                 and (hi is None or created <= hi)
             ):
@@ -1126,6 +1143,7 @@ class _Storage:
 
     now_sql = ""  # the database's clock in seconds since the epoch: heartbeats use it
     like = "LIKE"  # a case-insensitive LIKE for ``q`` search
+    tag_value_like = ""  # true when a value of the JSON ``tags`` is LIKE the parameter
     # What a value in a row can raise when bound or stored; not the database being
     # locked, full or gone, which keep the whole batch for the next turn.
     row_errors: tuple[type[BaseException], ...] = (ValueError, OverflowError)
@@ -1334,10 +1352,14 @@ class _Storage:
         if func_name:
             clauses.append("func_name = ?")
             params.append(func_name)
-        if q:
+        if q:  # _Store.page's definition: id prefix, or part of name, error or a tag value
             like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append(f"(task_id LIKE ? ESCAPE '\\' OR func_name {self.like} ? ESCAPE '\\')")
-            params.extend([like.lower() + "%", "%" + like + "%"])
+            part = "%" + like + "%"
+            clauses.append(
+                f"(task_id LIKE ? ESCAPE '\\' OR func_name {self.like} ? ESCAPE '\\' "
+                f"OR error {self.like} ? ESCAPE '\\' OR {self.tag_value_like})"
+            )
+            params.extend([like.lower() + "%", part, part, part])
         if lo is not None:
             clauses.append("created_at >= ?")
             params.append(lo)
@@ -1533,6 +1555,7 @@ class _SQLiteStorage(_Storage):
     """One SQLite file through aiosqlite (WAL), shared safely by the processes of a host."""
 
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+    tag_value_like = "EXISTS (SELECT 1 FROM json_each(tags) WHERE value LIKE ? ESCAPE '\\')"
     row_errors = (
         ValueError,
         OverflowError,
@@ -1775,6 +1798,9 @@ class _PostgresStorage(_Storage):
 
     now_sql = "extract(epoch from clock_timestamp())::float8"
     like = "ILIKE"
+    tag_value_like = (
+        "EXISTS (SELECT 1 FROM json_each_text(tags::json) AS t WHERE t.value ILIKE ? ESCAPE '\\')"
+    )
 
     def __init__(self, target: str, owner: str) -> None:
         self.dsn, self.schema, shown = _split_pg_url(target)
@@ -3209,10 +3235,10 @@ class TaskManager:
     ) -> tuple[list[TaskRecord], int]:
         """One page of tasks, newest first by default, and how many match in all.
 
-        ``status`` takes one status or several; ``q`` matches the start of a task
-        id or part of a function name; ``since``/``until`` bound ``created_at``.
-        With ``snapshot_db`` the query runs in SQLite over the whole history;
-        without it, over the records in memory.
+        ``status`` takes one status or several; ``q`` matches, ignoring case, the
+        start of a task id or part of the function name, the error or a tag value;
+        ``since``/``until`` bound ``created_at``. With ``snapshot_db`` the query runs
+        in the database over the whole history; without it, over the records in memory.
         """
         return await self._page(status, func_name, q, since, until, limit, offset, sort)
 
@@ -4124,7 +4150,11 @@ class _Admin:
             request: Request,
             status: list[TaskStatus] | None = Query(None, description="repeatable"),
             func_name: str | None = Query(None, max_length=500),
-            q: str | None = Query(None, max_length=500, description="task id prefix or name part"),
+            q: str | None = Query(
+                None,
+                max_length=500,
+                description="task id prefix, or part of the function name, error or a tag value",
+            ),
             since: datetime | None = None,
             until: datetime | None = None,
             limit: int = Query(100, ge=1, le=1000),
@@ -4948,7 +4978,7 @@ _DASHBOARD_HTML = r"""<!doctype html>
         <select id="func-filter" name="func_name"><option value="">All functions</option></select>
       </label>
       <label class="grow">Search
-        <input id="search" name="q" type="search" placeholder="Task id, function, error…" autocomplete="off" spellcheck="false">
+        <input id="search" name="q" type="search" placeholder="Id, function, error or tag…" autocomplete="off" spellcheck="false">
       </label>
       <label>Created within
         <select id="window-filter" name="window">
@@ -5603,9 +5633,10 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     if (state.status && t.status !== state.status) return false;
     if (state.func && t.func_name !== state.func) return false;
     if (WINDOWS[state.win] && new Date(t.created_at) < Date.now() - WINDOWS[state.win]) return false;
-    if (state.q) {
-      const hay = [t.task_id, t.func_name, t.error, ...Object.values(t.tags || {})].join(' ').toLowerCase();
-      if (!hay.includes(state.q.toLowerCase())) return false;
+    if (state.q) {  // the server's q: id prefix, or part of name, error or a tag value
+      const q = state.q.toLowerCase();
+      const has = (v) => typeof v === 'string' && v.toLowerCase().includes(q);
+      if (!(t.task_id.startsWith(q) || has(t.func_name) || has(t.error) || Object.values(t.tags || {}).some(has))) return false;
     }
     return true;
   }
