@@ -4,7 +4,10 @@ Answers are free text, so they enter generated files only as string literals bui
 read back as exactly the answer whatever quotes, backslashes or characters it holds.
 """
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 from cookiecutter.utils import simple_filter
 
@@ -38,3 +41,32 @@ def python_string(value):
         return literal
     # Every `"` in the body is escaped and its escape is the backslash right before it.
     return "'" + literal[1:-1].replace('\\"', '"').replace("'", "\\'") + "'"
+
+
+def _answer_rules():
+    """hooks/pre_gen_project.py as a module: its `problem()` holds the rules for the answers."""
+    path = Path(__file__).resolve().with_name("hooks") / "pre_gen_project.py"
+    spec = importlib.util.spec_from_file_location("_taskflow_template_answer_rules", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@simple_filter
+def check_answers(answers):
+    """Stop cookiecutter with one line on stderr and exit status 1 when an answer is unusable.
+
+    cookiecutter.json renders `__answers_checked` with this filter right after the questions, before
+    anything is created. The hook alone would stop generation too, but cookiecutter answers a failed
+    hook with a traceback of its own; exiting here leaves the line alone.
+    """
+    message = _answer_rules().problem(
+        str(answers["project_name"]),
+        str(answers["project_slug"]),
+        str(answers["package_name"]),
+        str(answers["dashboard_path"]),
+    )
+    if message:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    return "yes"

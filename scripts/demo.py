@@ -3,7 +3,9 @@
 Usage: python scripts/demo.py BAKE_DIR   (BAKE_DIR holds one baked project, e.g. build/demo)
 
 Runs until Ctrl-C. The load lasts DEMO_SECONDS (default 600) so the dashboard shows tasks
-succeeding, being retried and failing; the server keeps running after it stops.
+succeeding, being retried and failing, and, every EXPORT_EVERY seconds, a slow export (about a
+minute, a log line a second) to watch and cancel: every button of the dashboard has something to
+act on. The server keeps running after the load stops.
 """
 
 import os
@@ -28,6 +30,10 @@ LOAD = [
     (25, "/reports", lambda n: {"account_id": n % 50, "period": random.choice(["week", "month"])}),
     (10, "/crm-sync", lambda n: {"record_id": n}),
 ]
+# Besides: one slow export at the start and then every EXPORT_EVERY seconds. Each runs about
+# EXPORT_BATCHES seconds, so one is nearly always running, there to be cancelled.
+EXPORT_EVERY = 45.0
+EXPORT_BATCHES = 60
 
 
 def wait_until_up(server: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -46,14 +52,22 @@ def wait_until_up(server: subprocess.Popen, timeout: float = 30.0) -> None:
 def feed(server: subprocess.Popen, seconds: float) -> None:
     weights = [weight for weight, _, _ in LOAD]
     deadline, n = time.monotonic() + seconds, 0
+    next_export = time.monotonic()
     with httpx.Client(base_url=BASE, timeout=5) as client:
-        while time.monotonic() < deadline and server.poll() is None:
-            n += 1
-            _, route, query = random.choices(LOAD, weights)[0]
+
+        def post(route: str, query: dict) -> None:
             try:
-                client.post(route, params=query(n)).raise_for_status()
+                client.post(route, params=query).raise_for_status()
             except httpx.HTTPError as exc:
                 print(f"demo load: {route} failed: {exc}", file=sys.stderr)
+
+        while time.monotonic() < deadline and server.poll() is None:
+            n += 1
+            if time.monotonic() >= next_export:
+                next_export += EXPORT_EVERY
+                post("/exports", {"account_id": n % 50, "batches": EXPORT_BATCHES})
+            _, route, query = random.choices(LOAD, weights)[0]
+            post(route, query(n))
             time.sleep(random.uniform(0.1, 0.6))
 
 
@@ -77,6 +91,8 @@ def main() -> None:
             f"\n  Dashboard:  {BASE}{DASHBOARD_PATH}/dashboard"
             f"\n  Log in as:  {USER} / {PASSWORD}"
             f"\n  API docs:   {BASE}/docs"
+            f"\n  Slow task:  an export_account_data every {EXPORT_EVERY:.0f} s, about"
+            f" {EXPORT_BATCHES} s long: open it to watch its log, or cancel it"
             f"\n  Project:    {project}  (Ctrl-C stops the demo)\n",
             flush=True,
         )

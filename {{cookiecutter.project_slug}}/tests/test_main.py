@@ -2,6 +2,7 @@
 
 import html
 import re
+import time
 
 from fastapi.testclient import TestClient
 
@@ -80,3 +81,28 @@ def test_dashboard_and_api_require_a_login():
 
         client.get(f"{BASE}/auth/logout")
         assert client.get(BASE).status_code == 401
+
+
+def test_a_slow_export_logs_its_progress_and_can_be_cancelled(wait_for):
+    with TestClient(app) as client:
+        assert log_in(client).status_code == 303
+        short = client.post("/exports", params={"account_id": 3, "batches": 1})
+        slow = client.post("/exports", params={"account_id": 4})  # 60 batches, about a minute
+        assert (short.status_code, slow.status_code) == (202, 202)
+        done = wait_for(task_manager, short.json()["task_id"])
+        assert done["status"] == "success"
+        assert any("batch 1/1 exported" in line for line in done["logs"])
+        assert "export ready" in done["logs"][-1]
+
+        task_id = slow.json()["task_id"]
+
+        def logs() -> str:
+            return "\n".join(client.get(f"{BASE}/{task_id}").json()["logs"])
+
+        deadline = time.monotonic() + 10
+        while "batch 1/60 exported" not in logs():
+            assert time.monotonic() < deadline, "the export logged no progress within 10 s"
+            time.sleep(0.05)
+        cancelled = client.post(f"{BASE}/{task_id}/cancel")
+        assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+        assert "export ready" not in logs()

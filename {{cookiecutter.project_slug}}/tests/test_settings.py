@@ -2,7 +2,7 @@
 
 import pytest
 
-from {{ cookiecutter.package_name }}.settings import PLACEHOLDER, Settings, SettingsError
+from {{ cookiecutter.package_name }}.settings import PLACEHOLDER, Settings, SettingsError, load
 
 STRONG_SECRET = "s" * 40
 
@@ -65,3 +65,14 @@ def test_production_starts_with_real_credentials():
 def test_malformed_values_are_named(environ, name):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env(environ)
+
+
+def test_a_refused_start_prints_one_line_and_exits_1(monkeypatch, capsys):
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("SESSION_SECRET", STRONG_SECRET)
+    monkeypatch.delenv("DASHBOARD_PASSWORD", raising=False)
+    with pytest.raises(SystemExit) as refused:
+        load()
+    assert refused.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: DASHBOARD_PASSWORD is unset") and err.count("\n") == 1

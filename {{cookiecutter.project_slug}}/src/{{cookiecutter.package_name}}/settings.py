@@ -2,11 +2,13 @@
 
 Every setting has a development default, so the service runs with no set-up. With APP_ENV=production
 it refuses to start while the dashboard password or the session secret is missing or a placeholder.
+A refused start prints one line naming the setting and exits with status 1.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -88,4 +90,16 @@ class Settings:
             )
 
 
-settings = Settings.from_env()
+def load() -> Settings:
+    """The settings of this process; on a bad value, print one line to stderr and exit with status 1.
+
+    A traceback would only bury the message, which already names the variable to fix.
+    """
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+settings = load()
