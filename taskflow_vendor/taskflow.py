@@ -4062,6 +4062,9 @@ class _Admin:
         self.revoked: dict[str, float] = {}  # session id -> when its cookie would expire
         self.event_cache: dict[str, tuple[int, str]] = {}  # task id -> (change seq, JSON)
         self.metrics_cache: tuple[int, Any, str, float] | None = None
+        # Change numbers (SSE ids, X-Change-Seq) count this process's changes: the page
+        # compares a list's with its stream's only when both name the same source.
+        self.changes_source = uuid.uuid4().hex[:12]
         self.templates = jinja2.Environment(
             loader=jinja2.DictLoader(
                 {"dashboard.html": _DASHBOARD_HTML, "login.html": _LOGIN_HTML}
@@ -4166,10 +4169,15 @@ class _Admin:
             ),
         ) -> Response:
             args = self.display_func_args
+            seq = manager._store.seq  # the page reflects at least every change up to this one
             page, total = await manager._page(
                 status, func_name, q, since, until, limit, offset, sort, brief=not args
             )
-            headers = {"X-Total-Count": str(total)}
+            headers = {
+                "X-Total-Count": str(total),
+                "X-Change-Seq": str(seq),
+                "X-Change-Source": self.changes_source,
+            }
             if offset + limit < total:
                 url = request.url.include_query_params(offset=offset + limit, limit=limit)
                 headers["Link"] = f'<{url}>; rel="next"'
@@ -4584,8 +4592,15 @@ class _Admin:
         Built at most twice a second for all connected clients: on a busy app each
         client has seen a later change than the last event built, and building one
         sorts up to 10,000 duration samples.
+
+        Beyond ``/metrics``, it carries ``seq``, the change it counts up to (the page
+        shows the new tasks it counts together with it), ``source`` (whose change
+        numbers), and ``kept``, the task list's total without filters at that change:
+        lower than ``total`` when counters include records dropped from memory to keep
+        ``max_history``.
         """
-        store = self.manager._store
+        manager = self.manager
+        store = manager._store
         cached = self.metrics_cache
         now = time.monotonic()
         # Counters rebuilt from the database (refresh, prune) get a new funcs dict.
@@ -4594,7 +4609,11 @@ class _Admin:
             or cached[1] is not store.funcs
             or (cached[0] < seen and now - cached[3] >= 0.5)
         ):
-            metrics = _sse("metrics", self.manager.metrics())
+            data = manager.metrics()
+            db = manager._db
+            kept = data["total"] if db is not None and db.ready else len(store.records)
+            extra = {"seq": store.seq, "source": self.changes_source, "kept": kept}
+            metrics = _sse("metrics", {**data, **extra})
             cached = self.metrics_cache = (store.seq, store.funcs, metrics, now)
         return cached[2], cached[0] >= seen
 
@@ -5011,7 +5030,10 @@ _DASHBOARD_HTML = r"""<!doctype html>
       <p id="empty" class="empty" hidden>No tasks match these filters.</p>
     </div>
     <nav class="pager" aria-label="Pagination">
-      <span id="range" aria-live="polite">0 of 0</span>
+      <div class="pager-info">
+        <span id="range" aria-live="polite">0 of 0</span>
+        <span id="history-note" class="note" hidden></span>
+      </div>
       <button type="button" class="btn" id="prev">‹ Prev</button>
       <button type="button" class="btn" id="next">Next ›</button>
     </nav>
@@ -5325,6 +5347,7 @@ table.tasks { width: 100%; border-collapse: collapse; font-variant-numeric: tabu
 .tasks tbody tr.selected { background: var(--flash); box-shadow: inset 3px 0 0 var(--accent); }
 .tasks tbody tr:last-child td { border-bottom: 0; }
 .tasks td.err { max-width: 360px; overflow: hidden; text-overflow: ellipsis; color: var(--fail); }
+.tasks td.err.neutral { color: var(--muted); }
 .tasks td.id, .tasks td.time { color: var(--muted); }
 .fname { font-weight: 500; }
 .sort {
@@ -5357,7 +5380,8 @@ dd .tag { margin: 0 6px 4px 0; }
 
 .empty { padding: 28px; margin: 0; text-align: center; color: var(--muted); }
 .pager { display: flex; align-items: center; justify-content: flex-end; gap: 8px; padding: 10px 14px; border-top: 1px solid var(--border); }
-.pager span { margin-right: auto; color: var(--muted); font-size: 13px; }
+.pager-info { margin-right: auto; display: flex; flex-wrap: wrap; align-items: baseline; gap: 2px 12px; color: var(--muted); font-size: 13px; }
+.pager-info .note { font-size: 12px; }
 
 tr.flash { animation: flash 1.2s ease-out; }
 @keyframes flash { from { background: var(--flash); } to { background: transparent; } }
@@ -5406,8 +5430,7 @@ pre.error { color: var(--fail); background: var(--fail-bg); border-color: transp
 .tl-label { font-weight: 500; }
 .timeline time { color: var(--muted); font-size: 12.5px; font-variant-numeric: tabular-nums; }
 .tl-note { flex-basis: 100%; color: var(--muted); font-size: 12.5px; overflow-wrap: anywhere; }
-.attempts { margin: 0; padding-left: 0; list-style: none; display: grid; gap: 6px; }
-.attempts li { font-size: 13px; font-variant-numeric: tabular-nums; }
+.timeline pre { flex-basis: 100%; margin-top: 2px; font-size: 12.5px; }
 
 /* ---------- toast ---------- */
 .toast {
@@ -5461,6 +5484,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     showArgs: ds.showArgs === '1',
   };
   const STATUSES = ['pending', 'running', 'success', 'failed', 'interrupted', 'cancelled'];
+  const FINAL = ['success', 'failed', 'interrupted', 'cancelled']; // a task's last status
   const CANCELLABLE = ['pending', 'running'];
   const RETRYABLE = ['failed', 'interrupted'];
   const WINDOWS = { '15m': 9e5, '1h': 36e5, '24h': 864e5, '7d': 6048e5, all: 0 };
@@ -5471,10 +5495,12 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   const state = {
     status: '', func: '', q: '', win: 'all', sort: DEFAULT_SORT, offset: 0, total: 0,
     view: 'all', detailId: null, returnTo: null, metrics: null, functions: new Set(),
+    kept: null, // the unfiltered list's total as of the cards' counts (the stream's metrics)
   };
 
   const el = {
-    rows: $('#task-rows'), empty: $('#empty'), range: $('#range'), prev: $('#prev'), next: $('#next'),
+    rows: $('#task-rows'), empty: $('#empty'), range: $('#range'), note: $('#history-note'),
+    prev: $('#prev'), next: $('#next'),
     status: $('#status-filter'), func: $('#func-filter'), search: $('#search'), win: $('#window-filter'),
     exportLink: $('#export'), live: $('#live'), chart: $('#chart'),
     detail: $('#detail'), detailTitle: $('#detail-title'), detailBody: $('#detail-body'),
@@ -5572,6 +5598,9 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   const firstLine = (text) => (text ? String(text).split(NL)[0].slice(0, 160) : '');
   const shortId = (id) => String(id || '').slice(0, 8);
   const pill = (status) => h('span', { class: `pill s-${status}`, text: status });
+  // Successes among finished tasks that can fail (not cancelled ones); none finished: '–'.
+  const rate = (c, digits = 1) => ((c.success || 0) + (c.failed || 0) + (c.interrupted || 0)
+    ? `${((c.success_rate || 0) * 100).toFixed(digits)}%` : '–');
 
   let toastTimer = 0;
   function toast(message, isError = false) {
@@ -5672,7 +5701,8 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
       h('td', { class: 'time', title: fmtFull(t.created_at), text: fmtTime(t.created_at) }),
       h('td', { class: 'num', text: fmtDur(t.duration) }),
       h('td', { class: 'num', text: t.retries_used || 0 }),
-      h('td', { class: 'err', title: t.error || null, text: firstLine(t.error) }),
+      // A cancelled task's reason is no failure: shown plainly, not as an error.
+      h('td', { class: t.status === 'cancelled' ? 'err neutral' : 'err', title: t.error || null, text: firstLine(t.error) }),
     );
   }
 
@@ -5683,14 +5713,29 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   }
 
   const rowById = (root, id) => $$('tr[data-task-id]', root).find((tr) => tr.dataset.taskId === id);
+  // A final status is a task's last: a row showing one never takes an earlier state
+  // (from a list fetched before the change, or an event that arrived while it loaded).
+  const older = (tr, t) => FINAL.includes(tr.dataset.status) && !FINAL.includes(t.status);
+  const unfiltered = () => !state.status && !state.func && !state.q && !WINDOWS[state.win];
 
+  let listed = false; // the list loaded once: before, the pager has nothing to say
   function updatePager() {
+    if (!listed) return;
     const n = el.rows.children.length;
+    // Without filters the total is the one the cards' counts go with (same change).
+    if (unfiltered() && state.kept != null) state.total = state.kept;
     el.range.textContent = n ? `${state.offset + 1}–${state.offset + n} of ${numFmt.format(state.total)}`
       : `0 of ${numFmt.format(state.total)}`;
     el.prev.disabled = state.offset === 0;
     el.next.disabled = state.offset + n >= state.total;
     el.empty.hidden = n > 0;
+    // Without snapshot_db only the last max_history finished tasks stay listable;
+    // the counters count every task this process ran.
+    const m = state.metrics;
+    const dropped = m && state.kept != null && state.kept < m.total;
+    el.note.hidden = !dropped;
+    el.note.textContent = dropped
+      ? `Only the last ${numFmt.format(state.kept)} tasks are kept in memory; the counters include older ones.` : '';
   }
 
   function updateSortHeaders() {
@@ -5702,27 +5747,45 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     }
   }
 
-  let listSeq = 0;
+  // Task events that arrive while the list loads may be newer than what it returns:
+  // they are applied again on top of it (id -> { seq, t }, for the latest request),
+  // except those the list reflects (its X-Change-Seq, when it counts the stream's changes).
+  let listSeq = 0, inflight = null;
   async function loadPage() {
     const seq = ++listSeq;
+    const during = inflight = new Map();
     updateSortHeaders();
     try {
       const res = await api('', { params: { ...filterParams(), sort: state.sort, limit: PAGE, offset: state.offset } });
       const tasks = await res.json();
       if (seq !== listSeq) return;
+      inflight = null;
+      listed = true;
       state.total = Number(res.headers.get('X-Total-Count') ?? tasks.length) || 0;
       if (!tasks.length && state.offset > 0 && state.total > 0) {
         state.offset = Math.floor((state.total - 1) / PAGE) * PAGE;
         return loadPage();
       }
       const focusedId = document.activeElement?.closest?.('#task-rows tr')?.dataset.taskId;
-      el.rows.replaceChildren(...tasks.map(makeRow));
+      const shown = new Map($$('tr[data-task-id]', el.rows).map((tr) => [tr.dataset.taskId, tr]));
+      el.rows.replaceChildren(...tasks.map((t) => {
+        const tr = shown.get(t.task_id);
+        return tr && older(tr, t) ? tr : makeRow(t);
+      }));
+      const same = streamSource && res.headers.get('X-Change-Source') === streamSource;
+      const upTo = same ? Number(res.headers.get('X-Change-Seq')) : NaN;
+      for (const { seq: at, t } of during.values()) {
+        if (at <= upTo) continue;
+        const tr = rowById(el.rows, t.task_id);
+        if (tr) { if (!older(tr, t)) fillRow(tr, t); } else if (!arrivals.has(t.task_id)) arrivals.set(t.task_id, { seq: at, t });
+      }
       addFunctions(tasks.map((t) => t.func_name));
+      state.total += flushArrivals(countedUpTo ?? -1); // new ones the cards count already
       if (focusedId) rowById(el.rows, focusedId)?.focus();
       markSelected();
       updatePager();
     } catch (err) {
-      if (seq === listSeq) fail(err);
+      if (seq === listSeq) { inflight = null; fail(err); }
     }
   }
 
@@ -5739,25 +5802,52 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     tr.classList.add('flash');
   }
 
-  // Apply one `task` event from the stream to the visible page.
-  function onTask(t) {
+  const listsNew = () => state.offset === 0 && state.sort === DEFAULT_SORT;
+
+  // Put a task the page does not show yet in its place (newest first); true if it went in.
+  function insertRow(t) {
+    if (!listsNew() || !matchesFilters(t) || rowById(el.rows, t.task_id)) return false;
+    const created = new Date(t.created_at);
+    const before = $$('tr[data-task-id]', el.rows).find((r) => new Date(r.dataset.created) < created);
+    if (!before && el.rows.children.length >= PAGE) return false;
+    const row = makeRow(t);
+    el.rows.insertBefore(row, before || null);
+    flash(row);
+    while (el.rows.children.length > PAGE) el.rows.lastElementChild.remove();
+    return true;
+  }
+
+  // New tasks wait for the metrics event that counts them (id -> { seq, t }): the rows,
+  // the list's total and the cards then change together.
+  const arrivals = new Map();
+  let countedUpTo = null; // the change the last metrics event from the stream counts up to
+  let streamSource = null; // whose change numbers the stream's ids are
+  function flushArrivals(upTo) {
+    let added = 0;
+    for (const [id, { seq, t }] of arrivals) {
+      if (upTo != null && seq > upTo) continue;
+      arrivals.delete(id);
+      if (insertRow(t)) added += 1;
+    }
+    return added;
+  }
+
+  // Apply one `task` event from the stream (`seq`: its id, the change number) to the page.
+  function onTask(t, seq) {
     if (!t || !t.task_id) return;
+    if (inflight) inflight.set(t.task_id, { seq, t });
     const tr = rowById(el.rows, t.task_id);
+    const waiting = arrivals.get(t.task_id);
     if (tr) {
-      fillRow(tr, t);
-      flash(tr);
-      if (!matchesFilters(t)) scheduleRefresh();
-    } else if (state.offset === 0 && state.sort === DEFAULT_SORT && matchesFilters(t)) {
-      const created = new Date(t.created_at);
-      const before = $$('tr[data-task-id]', el.rows).find((r) => new Date(r.dataset.created) < created);
-      if (before || el.rows.children.length < PAGE) {
-        const row = makeRow(t);
-        el.rows.insertBefore(row, before || null);
-        flash(row);
-        state.total += 1;
-        while (el.rows.children.length > PAGE) el.rows.lastElementChild.remove();
-        updatePager();
+      if (!older(tr, t)) {
+        fillRow(tr, t);
+        flash(tr);
+        if (!matchesFilters(t)) scheduleRefresh();
       }
+    } else if (waiting) {
+      if (!FINAL.includes(waiting.t.status) || FINAL.includes(t.status)) waiting.t = t;
+    } else if (listsNew() && matchesFilters(t)) {
+      arrivals.set(t.task_id, { seq, t });
     }
     addFunctions([t.func_name]);
     if (state.detailId === t.task_id) reloadDetail();
@@ -5767,6 +5857,20 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
 
   // ------------------------------------------------------ metrics and chart
 
+  // A metrics event from the stream: the new tasks it counts join the list, and the
+  // list's total and the cards change together, from the same change.
+  function onMetrics(m) {
+    if (!m) return;
+    countedUpTo = m.seq ?? null;
+    streamSource = m.source ?? null;
+    const added = flushArrivals(countedUpTo);
+    state.kept = m.kept ?? null;
+    state.total += added; // updatePager takes `kept` instead when nothing is filtered
+    renderMetrics(m);
+    // Rows of tasks dropped from memory (max_history) get no event: reload without them.
+    if (listed && unfiltered() && state.kept != null && state.offset + el.rows.children.length > state.kept) loadPage();
+  }
+
   function renderMetrics(m) {
     if (!m) return;
     state.metrics = m;
@@ -5774,8 +5878,8 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
       const node = $(`[data-count="${key}"]`);
       if (node) node.textContent = numFmt.format(m[key] || 0);
     }
-    $('[data-count="success_rate"]').textContent =
-      m.total && m.success_rate != null ? `${(m.success_rate * 100).toFixed(1)}%` : '–';
+    $('[data-count="success_rate"]').textContent = rate(m);
+    updatePager();
     $('#failed-badge').textContent = m.failed || m.interrupted ? numFmt.format((m.failed || 0) + (m.interrupted || 0)) : '';
     const d = m.duration || {};
     $('#fig-p50').textContent = fmtDur(d.p50);
@@ -5810,8 +5914,12 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     $('#sum-fail').textContent = numFmt.format(sumFail);
   }
 
+  // Before the stream's first metrics event only: later counts come with the stream.
   async function loadMetrics() {
-    try { renderMetrics(await (await api('/metrics')).json()); } catch (err) { fail(err); }
+    try {
+      const m = await (await api('/metrics')).json();
+      if (!state.metrics) renderMetrics(m);
+    } catch (err) { fail(err); }
   }
 
   // ------------------------------------------------------------ detail panel
@@ -5825,19 +5933,26 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     return a && b ? `+${fmtDur(Math.max(0, (b - a) / 1000))}` : '';
   }
 
+  // Created, then each attempt once with how it ended (its error in full), then the end.
+  // One attempt is just Started: its error, if any, is the task's, shown below.
   function timeline(t) {
-    const items = [['Created', t.created_at, '']];
-    if (t.start_time) items.push(['Started', t.start_time, '']);
-    for (const a of t.attempts || []) {
-      const outcome = a.error ? `failed: ${firstLine(a.error)}` : a.end_time ? 'ok' : 'in progress';
-      items.push([`Attempt ${a.attempt}`, a.start_time, outcome]);
-    }
-    if (t.end_time) items.push([`Ended (${t.status})`, t.end_time, '']);
-    else items.push([t.status === 'running' ? 'Running…' : 'Waiting…', null, '']);
+    const attempts = t.attempts || [];
+    const items = [['Created', t.created_at, null]];
+    if (attempts.length > 1) {
+      for (const a of attempts) {
+        const took = a.start_time && a.end_time ? ` after ${fmtDur((toDate(a.end_time) - toDate(a.start_time)) / 1000)}` : '';
+        const note = a.error && a.error !== 'cancelled'
+          ? [h('span', { class: 'tl-note', text: `failed${took}` }), h('pre', { class: 'error', text: a.error })]
+          : h('span', { class: 'tl-note', text: a.error ? `cancelled${took}` : a.end_time ? `ok${took}` : 'in progress' });
+        items.push([`Attempt ${a.attempt}`, a.start_time, note]);
+      }
+    } else if (t.start_time) items.push(['Started', t.start_time, null]);
+    if (t.end_time) items.push([`Ended (${t.status})`, t.end_time, null]);
+    else items.push([t.status === 'running' ? 'Running…' : 'Waiting…', null, null]);
     return h('ol', { class: 'timeline' }, items.map(([label, iso, note]) => h('li', { class: iso ? '' : 'open' },
       h('span', { class: 'tl-label', text: label }),
       h('time', { datetime: iso || null, title: fmtFull(iso), text: iso ? `${fmtTime(iso)} ${offset(t.created_at, iso)}` : '' }),
-      note ? h('span', { class: 'tl-note', text: note }) : null)));
+      note)));
   }
 
   function renderDetail(t) {
@@ -5847,7 +5962,8 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     const tags = Object.entries(t.tags || {});
     const fn = state.metrics?.functions?.[t.func_name];
     const logs = t.logs || [];
-    const attempts = t.attempts || [];
+    // A cancelled task's reason is no failure; "cancelled" alone repeats the status.
+    const reason = t.status === 'cancelled' ? (t.error !== 'cancelled' && t.error) : null;
     const parts = [
       h('dl', { class: 'kv' },
         kv('Status', h('span', { id: 'detail-status', class: `pill s-${t.status}`, text: t.status })),
@@ -5860,19 +5976,16 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
         tags.length ? kv('Tags', tags.map(([k, v]) => h('span', { class: 'tag', text: `${k}=${v}` }))) : [],
         t.retry_of ? kv('Retry of', taskLink(t.retry_of)) : [],
         t.instance ? kv('Instance', h('span', { class: 'mono', text: t.instance })) : [],
-        fn ? kv('This function', `${fn.total} runs · ${((fn.success_rate || 0) * 100).toFixed(0)}% ok · p50 ${fmtDur(fn.p50)} · p95 ${fmtDur(fn.p95)}`) : []),
+        fn ? kv('This function', `${fn.total} runs · ${rate(fn, 0)} ok · p50 ${fmtDur(fn.p50)} · p95 ${fmtDur(fn.p95)}`) : []),
       section('Timeline', timeline(t)),
-      attempts.length ? section(`Attempts (${attempts.length})`, h('ol', { class: 'attempts' }, attempts.map((a) =>
-        h('li', {}, h('strong', { text: `#${a.attempt}` }), ` ${fmtTime(a.start_time)} → ${fmtTime(a.end_time)}`,
-          a.start_time && a.end_time ? ` (${fmtDur((toDate(a.end_time) - toDate(a.start_time)) / 1000)})` : '',
-          a.error ? h('pre', { class: 'error', text: a.error }) : null)))) : null,
       cfg.showArgs ? section('Arguments', h('pre', { class: 'code', text: [
         ...[].concat(t.args ?? []).map(fmtVal),
         ...Object.entries(t.kwargs || {}).map(([k, v]) => `${k} = ${fmtVal(v)}`),
       ].join(NL) || '(none)' })) : null,
       section(`Logs (${logs.length})`, logs.length ? h('pre', { class: 'code logs', text: logs.join(NL) })
         : h('p', { class: 'muted', text: 'No log lines.' })),
-      t.error ? section('Error', h('pre', { class: 'error', text: t.error })) : null,
+      reason ? section('Reason', h('pre', { class: 'code', text: reason }))
+        : t.error && t.status !== 'cancelled' ? section('Error', h('pre', { class: 'error', text: t.error })) : null,
       t.stacktrace ? h('details', { class: 'd-section', 'data-key': 'stack' },
         h('summary', { text: 'Stack trace' }), h('pre', { class: 'code', text: t.stacktrace })) : null,
     ];
@@ -6112,8 +6225,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   }
 
   const refreshAll = () => {
-    loadPage();
-    loadMetrics();
+    loadPage(); // the stream sends metrics after what made it refresh
     if (state.view === 'failed') loadFailed();
     if (state.detailId) reloadDetail();
   };
@@ -6130,6 +6242,10 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     const es = new EventSource(cfg.stream);
     es.addEventListener('open', () => {
       setLive('live');
+      // Change numbers are one process's: a new stream (maybe another process) counts anew.
+      countedUpTo = streamSource = null;
+      state.total += flushArrivals(null);
+      updatePager();
       if (resync) { resync = false; scheduleRefresh(); }
     });
     es.addEventListener('error', () => {
@@ -6139,8 +6255,8 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
       resync = true;
       setTimeout(() => api('/metrics').then(() => connect(), () => setTimeout(connect, 5000)), 3000);
     });
-    es.addEventListener('task', (e) => onTask(parse(e.data)));
-    es.addEventListener('metrics', (e) => renderMetrics(parse(e.data)));
+    es.addEventListener('task', (e) => onTask(parse(e.data), Number(e.lastEventId) || 0));
+    es.addEventListener('metrics', (e) => onMetrics(parse(e.data)));
     es.addEventListener('refresh', scheduleRefresh);
   }
 

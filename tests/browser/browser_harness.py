@@ -53,8 +53,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(log_dir: Path, ready_timeout: float = 20.0) -> Iterator[Server]:
+def serve(
+    log_dir: Path, ready_timeout: float = 20.0, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """Run ``uvicorn dashboard_app:app`` on a free 127.0.0.1 port until the block ends.
+
+    ``env`` adds environment variables for the server (dashboard_app reads a few).
 
     The listening socket is bound here (port 0) and handed to uvicorn with ``--fd``, so no
     other process can take the port between choosing and binding it.
@@ -70,10 +74,10 @@ def serve(log_dir: Path, ready_timeout: float = 20.0) -> Iterator[Server]:
         "--fd", str(sock.fileno()), "--log-level", "info", "--no-access-log",
         "--timeout-graceful-shutdown", "2",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environ = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()],
-                                env=env)  # fmt: skip
+                                env=environ)  # fmt: skip
     sock.close()  # the child holds its own copy
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     try:

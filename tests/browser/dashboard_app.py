@@ -7,8 +7,12 @@ drive the server with plain httpx while the browser watches the dashboard:
 - ``POST /demo/quick?n=N``: N tasks that succeed at once.
 - ``POST /demo/slow``: a task that sleeps a minute (cancel it from the page).
 - ``POST /demo/failing``: a task that always raises.
+- ``POST /demo/retrying``: a task that raises the same error on each of its 3 attempts.
+- ``POST /demo/burst?n=N``: N short tasks, all in flight at once.
 - ``POST /demo/gated/{gate}``: a task that runs until ``POST /demo/open/{gate}``.
 - ``POST /demo/populate``: a few dozen tasks of every status (for the screenshot).
+
+``TASKFLOW_DEMO_MAX_HISTORY`` sets the manager's ``max_history`` (finished tasks kept).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ TITLE = os.environ.get("TASKFLOW_DEMO_TITLE", "Demo <b>App</b>")
 USERNAME, PASSWORD = "admin", "secret"
 SECRET_KEY = "browser-tests-secret-key-0123456789"
 
-tm = TaskManager(shutdown_timeout=1.0)
+tm = TaskManager(
+    shutdown_timeout=1.0, max_history=int(os.environ.get("TASKFLOW_DEMO_MAX_HISTORY", "10000"))
+)
 app = FastAPI(title="taskflow browser-test app")
 TaskAdmin(app, tm, auth=(USERNAME, PASSWORD), secret_key=SECRET_KEY, title=TITLE)
 
@@ -61,6 +67,12 @@ class UpstreamError(RuntimeError):
 @tm.task(name="charge_card")
 async def failing(reason: str = "card declined") -> None:
     task_log("calling the payment provider")
+    raise UpstreamError(reason)
+
+
+@tm.task(name="sync_inventory", retries=2, delay=0.05)
+async def retrying(reason: str = "warehouse unreachable") -> None:
+    task_log("asking the warehouse")
     raise UpstreamError(reason)
 
 
@@ -96,6 +108,22 @@ async def enqueue_failing(
     reason: str = "card declined", tasks: ManagedBackgroundTasks = Depends(tm.get_tasks)
 ) -> dict[str, str]:
     return {"task_id": tasks.add_task(failing, reason)}
+
+
+@app.post("/demo/retrying")
+async def enqueue_retrying(
+    reason: str = "warehouse unreachable", tasks: ManagedBackgroundTasks = Depends(tm.get_tasks)
+) -> dict[str, str]:
+    return {"task_id": tasks.add_task(retrying, reason)}
+
+
+@app.post("/demo/burst")
+async def burst(
+    n: int = 100, spread: float = 0.01, tasks: ManagedBackgroundTasks = Depends(tm.get_tasks)
+) -> dict[str, list[str]]:
+    """N tasks started together, each done within 6 * spread seconds."""
+    tasks.concurrent = True
+    return {"task_ids": [tasks.add_task(quick, i, (i % 7) * spread) for i in range(n)]}
 
 
 @app.post("/demo/gated/{gate}")
