@@ -3748,11 +3748,26 @@ class TaskAuthBackend:
     Subclass it and implement ``authenticate_user(username, password) -> bool``,
     as a plain method (run in a worker thread, so it may block) or as
     ``async def`` (awaited on the event loop).
+
+    To end a user's sessions when they are removed or their credentials change,
+    also implement ``session_fingerprint(username)``.
     """
 
     def authenticate_user(self, username: str, password: str) -> bool:
         """Return True when ``username`` may log in with ``password``."""
         raise NotImplementedError("subclass TaskAuthBackend and implement authenticate_user()")
+
+    def session_fingerprint(self, username: str) -> str | None:
+        """A string that changes when ``username``'s credentials change; None once the
+        user no longer exists.
+
+        A session is signed with the fingerprint its user had at login and is
+        refused once it differs. It is asked on every authenticated request, so keep
+        it cheap (``async def`` is awaited, a plain method is called on the event
+        loop). The default, ``""`` for everyone, binds nothing: sessions then last
+        until logout or ``token_expiry``.
+        """
+        return ""
 
 
 class _StaticAuth(TaskAuthBackend):
@@ -3762,6 +3777,17 @@ class _StaticAuth(TaskAuthBackend):
         self._key = os.urandom(32)
         self._users = {user: self._digest(password) for user, password in pairs}
         self._missing = self._digest(uuid.uuid4().hex)
+        # The same on every process and restart given the same entry; it only ever
+        # leaves memory HMAC-ed with the secret_key (see _Admin.bind).
+        self._fingerprints = {
+            user: hashlib.sha256(
+                f"{user}\x00{password}".encode("utf-8", "surrogatepass")
+            ).hexdigest()
+            for user, password in pairs
+        }
+
+    def session_fingerprint(self, username: str) -> str | None:
+        return self._fingerprints.get(username)
 
     def _digest(self, password: str) -> bytes:
         return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), "sha256").digest()
@@ -3873,7 +3899,7 @@ class _Throttle:
         return stamps
 
 
-_SESSION_COOKIE = "taskflow_session"
+_SESSION_COOKIE = "taskflow_token"  # the peer's name: proxies and tests that name it keep working
 
 
 def _same_site(request: Request) -> bool:
@@ -3889,6 +3915,31 @@ def _same_site(request: Request) -> bool:
         return False
     host = request.headers.get("host", "")
     return parsed.netloc.lower() == host.lower() and parsed.scheme in ("http", "https")
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header, without its port or IPv6 brackets, in lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _allowed_hosts(hosts: Any) -> frozenset[str]:
+    if hosts is None:
+        return frozenset()
+    if isinstance(hosts, str) or not isinstance(hosts, (list, tuple, set, frozenset)):
+        raise TypeError(f"allowed_hosts must be a list of host names, got {hosts!r}")
+    for host in hosts:
+        if not isinstance(host, str) or not re.fullmatch(r"\*|[A-Za-z0-9._-]+|[0-9A-Fa-f:]+", host):
+            raise ValueError(
+                f"allowed_hosts takes bare host names or addresses (no scheme, port or "
+                f"path), or '*'; got {host!r}"
+            )
+    return frozenset(h.lower() for h in hosts)
 
 
 def _from_browser(request: Request) -> bool:
@@ -4046,10 +4097,13 @@ class _Admin:
         poll_interval: float,
         title: str,
         display_func_args: bool,
+        allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.manager = manager
         self.path = path
+        self.allowed_hosts = allowed_hosts
         self.backend = backend
+        self.secret = secret.encode("utf-8", "surrogatepass")
         self.sessions = URLSafeTimedSerializer(secret, salt="taskflow-session")
         self.forms = URLSafeTimedSerializer(secret, salt="taskflow-login-form")
         self.token_expiry = token_expiry
@@ -4084,6 +4138,8 @@ class _Admin:
         """
         if "taskflow.session" in request.scope:
             return request.scope["taskflow.session"]  # type: ignore[no-any-return]
+        if self.backend is None:
+            return None  # no login, no sessions (a cookie left from one means nothing)
         data = None
         cookie = request.cookies.get(_SESSION_COOKIE)
         if cookie:
@@ -4091,15 +4147,32 @@ class _Admin:
                 data = self.sessions.loads(cookie, max_age=self.token_expiry)
             except (BadSignature, SignatureExpired, ValueError):
                 data = None
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("sid"), str)
-            or data["sid"] in self.revoked
-            or await self.manager._is_revoked(data["sid"])
+        if not (
+            isinstance(data, dict)
+            and all(isinstance(data.get(k), str) for k in ("u", "sid", "csrf"))
+            and data["sid"] not in self.revoked
+            and await self.bound(data)
+            and not await self.manager._is_revoked(data["sid"])
         ):
             data = None
         request.scope["taskflow.session"] = data
         return data
+
+    async def fingerprint(self, username: str) -> str | None:
+        """The session binding of ``username``'s current credentials; None: no such user."""
+        assert self.backend is not None
+        found = self.backend.session_fingerprint(username)
+        if inspect.isawaitable(found):
+            found = await found
+        if found is None:
+            return None
+        mac = hmac.new(self.secret, str(found).encode("utf-8", "surrogatepass"), "sha256")
+        return mac.hexdigest()[:32]
+
+    async def bound(self, data: dict[str, Any]) -> bool:
+        """Whether session ``data`` still belongs to its user's current credentials."""
+        current = await self.fingerprint(data["u"])
+        return current is not None and hmac.compare_digest(current, str(data.get("f", "")))
 
     async def user(self, request: Request) -> str:
         """Dependency: the logged-in user (``anonymous`` without auth), or 401."""
@@ -4114,6 +4187,10 @@ class _Admin:
         """Dependency for state-changing routes: cross-site check, CSRF token, then user."""
         if not _same_site(request):
             raise HTTPException(403, "cross-site request refused")
+        if self.backend is None and not self.host_allowed(request):
+            # Without a login, DNS rebinding would pass the same-site check (Host and
+            # Origin both the attacker's name): only known names may change anything.
+            raise HTTPException(403, "host not allowed to change tasks without auth")
         user = await self.user(request)
         if self.backend is not None and _from_browser(request):
             session = await self.session(request) or {}
@@ -4121,6 +4198,16 @@ class _Admin:
             if not hmac.compare_digest(token.encode(), str(session.get("csrf", "")).encode()):
                 raise HTTPException(403, "missing or wrong CSRF token")
         return user
+
+    def host_allowed(self, request: Request) -> bool:
+        host = _host_name(request.headers.get("host", ""))
+        server = request.scope.get("server")
+        return (
+            host in _LOOPBACK_NAMES
+            or "*" in self.allowed_hosts
+            or host in self.allowed_hosts
+            or (server is not None and host == str(server[0]).lower())
+        )
 
     async def csrf_for(self, request: Request) -> str:
         session = await self.session(request)
@@ -4503,17 +4590,23 @@ class _Admin:
         async def stream(request: Request, user: str = Depends(self.user)) -> Response:
             last = request.headers.get("last-event-id", "")
             return StreamingResponse(
-                self.events(last),
+                self.events(last, await self.session(request)),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
 
         return router
 
-    async def events(self, last_event_id: str) -> Any:
-        """The SSE stream: one small event per changed task, coalesced, with heartbeats."""
+    async def events(self, last_event_id: str, session: dict[str, Any] | None = None) -> Any:
+        """The SSE stream: one small event per changed task, coalesced, with heartbeats.
+
+        With a login, the session is checked again before every batch (revocations
+        in memory, the user's credentials; the database's revocations every few
+        seconds): the stream ends when the session does.
+        """
         store, manager = self.manager._store, self.manager
         wake = asyncio.Event()
+        checked_at = time.monotonic()
         try:
             seen, remote = store.seq, store.remote_seq
             yield "retry: 1000\n\n"
@@ -4531,6 +4624,13 @@ class _Admin:
             # server's graceful shutdown waits for open responses, so none may be endless.
             ends_at = time.monotonic() + 60
             while time.monotonic() < ends_at and not manager._closing:
+                if session is not None:
+                    if session["sid"] in self.revoked or not await self.bound(session):
+                        return
+                    if time.monotonic() - checked_at >= 5.0:
+                        checked_at = time.monotonic()
+                        if await manager._is_revoked(session["sid"]):
+                            return
                 # Sleep until a change, or until throttled metrics are due, or a heartbeat.
                 timeout = max(0.05, 1.0 - (time.monotonic() - metrics_at)) if metrics_due else 1.0
                 if store.seq == seen:
@@ -4655,8 +4755,9 @@ class _Admin:
                 )
             await self.throttle.release(token)
             sid = secrets.token_urlsafe(16)
+            binding = await self.fingerprint(username) or ""
             cookie = self.sessions.dumps(
-                {"u": username, "sid": sid, "csrf": secrets.token_urlsafe(24)}
+                {"u": username, "sid": sid, "csrf": secrets.token_urlsafe(24), "f": binding}
             )
             base = self.base(request)
             response = RedirectResponse(_local_path(target, base + "/dashboard"), 303)
@@ -4691,7 +4792,14 @@ class _Admin:
                 return _json({"detail": "cross-site request refused"}, 403)
             return await logout(request)
 
-        router.add_api_route("/logout", logout, methods=["GET"])
+        @router.get("/logout")
+        async def logout_get(request: Request) -> Response:
+            # A link may sign out, but only one on this site: a top-level navigation
+            # from another site would otherwise log anyone out.
+            if not _same_site(request):
+                return _json({"detail": "cross-site request refused"}, 403)
+            return await logout(request)
+
         return router
 
     async def check(self, username: str, password: str) -> bool:
@@ -4833,6 +4941,7 @@ class TaskAdmin:
         title: str = "fastapi-taskflow",
         retention_days: float | None = None,
         display_func_args: bool = False,
+        allowed_hosts: list[str] | None = None,
     ) -> None:
         if not isinstance(app, FastAPI):
             raise TypeError(f"app must be a FastAPI application, got {app!r}")
@@ -4856,6 +4965,7 @@ class TaskAdmin:
             raise TypeError(f"title must be a non-empty string, got {title!r}")
         if secret_key is not None and (not isinstance(secret_key, str) or len(secret_key) < 16):
             raise ValueError("secret_key must be a string of at least 16 characters")
+        hosts = _allowed_hosts(allowed_hosts)
         backend = _auth_backend(auth)
         if backend is not None and secret_key is None:
             logger.warning(
@@ -4864,8 +4974,9 @@ class TaskAdmin:
             )
         if backend is None:
             logger.warning(
-                "TaskAdmin: no auth configured; the task API and dashboard at %s are "
-                "open to anyone who can reach this app",
+                "TaskAdmin: no auth configured; the task API and dashboard at %s can be read "
+                "by anyone who can reach this app, and changed (cancel, retry, delete) only "
+                "through loopback names, the server's own address and allowed_hosts",
                 path,
             )
         if retention_days is not None:
@@ -4881,6 +4992,7 @@ class TaskAdmin:
             float(poll_interval),
             title,
             display_func_args,
+            hosts,
         )
         before = list(app.router.routes)
         if backend is not None:

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from taskflow import TaskAdmin, TaskAuthBackend, TaskManager
 
-COOKIE = "taskflow_session"
+COOKIE = "taskflow_token"
 SECRET = "test-secret-key-0123456789abcdef"
 SAME_ORIGIN = "http://testserver"
 SCRIPT = "<script>alert('xss')</script>"
@@ -293,9 +293,15 @@ def crafted(payload, *, age, key=SECRET):
     return URLSafeTimedSerializer(key, salt="taskflow-session", signer=OldSigner).dumps(payload)
 
 
+def binding_of(env, key=SECRET):
+    """The credentials binding ("f") that a real login puts in admin's session."""
+    cookie = logged_in(env.client())
+    return URLSafeTimedSerializer(key, salt="taskflow-session").loads(cookie)["f"]
+
+
 def test_old_timestamp_cookie_is_refused(make):
     env = make(token_expiry=3600)
-    payload = {"u": "admin", "sid": "crafted-sid", "csrf": "x" * 32}
+    payload = {"u": "admin", "sid": "crafted-sid", "csrf": "x" * 32, "f": binding_of(env)}
     # Control: the same cookie with a fresh timestamp is accepted, so the refusal below is
     # about age, not about the crafted format.
     assert with_cookie(env, crafted(payload, age=0)).get("/tasks").status_code == 200
@@ -328,7 +334,8 @@ def test_tampered_cookie_is_refused(env):
 
 def test_cookie_signed_with_another_key_is_refused(make):
     env = make(secret_key="another-secret-key-000000000000")
-    payload = {"u": "admin", "sid": "s", "csrf": "c"}
+    binding = binding_of(env, key="another-secret-key-000000000000")
+    payload = {"u": "admin", "sid": "s", "csrf": "c", "f": binding}
     assert with_cookie(env, crafted(payload, age=0, key=SECRET)).get("/tasks").status_code == 401
     good = crafted(payload, age=0, key="another-secret-key-000000000000")
     assert with_cookie(env, good).get("/tasks").status_code == 200
@@ -856,3 +863,132 @@ def test_pages_have_no_inline_script_or_style(env):
         assert not re.search(r"<style", html, re.I), name
         assert not re.search(r"\son[a-z]+\s*=", html, re.I), name
         assert not re.search(r"\sstyle\s*=", html, re.I), name
+
+
+# --------------------------------------------------------------------------- sessions follow users
+
+
+def test_a_removed_user_loses_their_session(make):
+    first = make(auth=[("admin", "secret"), ("bob", "pw-bob")])
+    cookie = logged_in(first.c, "bob", "pw-bob")
+    assert with_cookie(first, cookie).get("/tasks").status_code == 200
+    first.close()
+    # Restarted with the same secret_key, without bob.
+    second = make(auth=[("admin", "secret")])
+    assert with_cookie(second, cookie).get("/tasks").status_code == 401
+    assert (
+        with_cookie(second, cookie)
+        .delete("/tasks/history", params={"value": 1, "unit": "day"})
+        .status_code
+        == 401
+    )
+
+
+def test_a_changed_password_ends_the_old_sessions(make):
+    first = make(auth=[("admin", "secret"), ("bob", "old-pw")])
+    cookie = logged_in(first.c, "bob", "old-pw")
+    first.close()
+    second = make(auth=[("admin", "secret"), ("bob", "new-pw")])
+    assert with_cookie(second, cookie).get("/tasks").status_code == 401
+    assert (
+        with_cookie(second, logged_in(second.c, "bob", "new-pw")).get("/tasks").status_code == 200
+    )
+    # Unchanged users keep their sessions across the same restart.
+    third = make(auth=[("admin", "secret"), ("bob", "new-pw")])
+    admin_cookie = logged_in(second.c)
+    assert with_cookie(third, admin_cookie).get("/tasks").status_code == 200
+
+
+def test_a_custom_backend_can_end_sessions_through_its_fingerprint(make):
+    class Directory(TaskAuthBackend):
+        def __init__(self):
+            self.users = {"carol": ("pw", 1)}  # password, credentials version
+
+        def authenticate_user(self, username, password):
+            entry = self.users.get(username)
+            return entry is not None and entry[0] == password
+
+        def session_fingerprint(self, username):
+            entry = self.users.get(username)
+            return None if entry is None else str(entry[1])
+
+    directory = Directory()
+    env = make(auth=directory)
+    cookie = logged_in(env.c, "carol", "pw")
+    assert with_cookie(env, cookie).get("/tasks").status_code == 200
+    directory.users["carol"] = ("pw", 2)  # e.g. the password was reset
+    assert with_cookie(env, cookie).get("/tasks").status_code == 401
+    cookie = logged_in(env.c, "carol", "pw")  # a new session, on the new credentials
+    assert with_cookie(env, cookie).get("/tasks").status_code == 200
+    del directory.users["carol"]  # removed: no session of hers works
+    assert with_cookie(env, cookie).get("/tasks").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"sid": "s", "csrf": "c"},  # no user
+        {"u": 5, "sid": "s", "csrf": "c"},
+        {"u": "admin", "csrf": "c"},
+        {"u": "admin", "sid": "s"},
+        {"u": "admin", "sid": ["s"], "csrf": "c"},
+        ["admin", "s"],
+        "admin",
+        None,
+    ],
+)
+def test_a_malformed_but_signed_session_is_401_never_500(make, payload):
+    env = make()
+    c = with_cookie(env, crafted(payload, age=0))
+    assert c.get("/tasks").status_code == 401
+    assert c.get("/tasks/dashboard/stream").status_code == 401
+    assert c.post("/tasks/auth/logout").status_code in (303, 401)
+    assert c.get("/tasks/dashboard", follow_redirects=False).status_code in (302, 303)
+
+
+def test_get_logout_from_another_site_is_refused(env):
+    cookie = logged_in(env.c)
+    for headers in CROSS_SITE:
+        r = with_cookie(env, cookie).get("/tasks/auth/logout", headers=headers)
+        assert r.status_code == 403, headers
+        assert with_cookie(env, cookie).get("/tasks").status_code == 200, headers
+    # A same-site link still signs out.
+    r = with_cookie(env, cookie).get(
+        "/tasks/auth/logout", headers={"sec-fetch-site": "same-origin"}
+    )
+    assert r.status_code == 303
+    assert with_cookie(env, cookie).get("/tasks").status_code == 401
+
+
+# --------------------------------------------------------------------------- hosts without auth
+
+
+def test_without_auth_writes_refuse_a_host_that_is_not_allowed(make):
+    # DNS rebinding: Host and Origin both the attacker's name.
+    env = make(auth=None)
+    task_id = run(env, boom)
+    evil = {"host": "rebind.evil.example", "origin": "http://rebind.evil.example"}
+    assert env.c.post(f"/tasks/{task_id}/retry", headers=evil).status_code == 403
+    assert env.c.post("/tasks/retry-failed", headers=evil).status_code == 403
+    # Reads stay open (auth is off); the server's own name and loopback names may write.
+    assert env.c.get("/tasks", headers=evil).status_code == 200
+    for host in ("testserver", "localhost", "127.0.0.1:8000", "[::1]:8000"):
+        r = env.c.post(f"/tasks/{task_id}/retry", headers={"host": host})
+        assert r.status_code == 200, host
+
+
+def test_allowed_hosts_names_the_hosts_that_may_write_without_auth(make):
+    env = make(auth=None, allowed_hosts=["tasks.internal"])
+    task_id = run(env, boom)
+    ok_host = {"host": "tasks.internal", "origin": "http://tasks.internal"}
+    assert env.c.post(f"/tasks/{task_id}/retry", headers=ok_host).status_code == 200
+    other = {"host": "other.internal"}
+    assert env.c.post(f"/tasks/{task_id}/retry", headers=other).status_code == 403
+
+
+def test_allowed_hosts_is_validated_at_construction():
+    tm = TaskManager()
+    with pytest.raises(TypeError, match="allowed_hosts"):
+        TaskAdmin(FastAPI(), tm, allowed_hosts="tasks.internal")
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        TaskAdmin(FastAPI(), tm, allowed_hosts=["http://tasks.internal/"])

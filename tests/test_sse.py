@@ -234,10 +234,28 @@ def test_stream_needs_a_session_when_auth_is_on(serve):
     assert refused.status == 401
     r = env.http.post("/tasks/auth/login", data={"username": "admin", "password": "secret"})
     assert r.status_code == 303
-    cookie = f"taskflow_session={env.http.cookies['taskflow_session']}".encode()
+    cookie = f"taskflow_token={env.http.cookies['taskflow_token']}".encode()
     s = env.stream(headers={"Cookie": cookie})
     assert s.status == 200
     s.until(lambda ev: metrics_in(ev), 5, "the first metrics event")
+
+
+def test_an_open_stream_ends_when_its_session_is_logged_out(serve):
+    env = serve(auth=("admin", "secret"), secret_key="sse-secret-key-0123456789")
+    r = env.http.post("/tasks/auth/login", data={"username": "admin", "password": "secret"})
+    assert r.status_code == 303
+    cookie = f"taskflow_token={env.http.cookies['taskflow_token']}".encode()
+    s = env.stream(headers={"Cookie": cookie})
+    s.until(lambda ev: metrics_in(ev), 5, "the first metrics event")
+    env.tm.add_task(ok)
+    s.until(lambda ev: tasks_in(ev), 5, "a task event while logged in")
+    assert env.http.post("/tasks/auth/logout").status_code == 303
+    wait_until(lambda: s.pump(0.1) or s.closed, 5, "the stream to close after logout")
+    before = len(s.events)
+    env.tm.add_task(ok)
+    time.sleep(0.5)
+    s.pump(0.1)
+    assert len(s.events) == before  # nothing more was sent
 
 
 def test_stream_opens_with_retry_and_metrics(serve):

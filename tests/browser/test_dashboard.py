@@ -75,7 +75,7 @@ def test_login_through_the_form(page, page_log: PageLog, server: Server, context
     expect(page.locator('[data-count="total"]')).to_have_text(re.compile(r"^\d[\d,]*$"))
 
     cookies = {c["name"]: c for c in context.cookies()}
-    session = cookies["taskflow_session"]
+    session = cookies["taskflow_token"]
     assert session["httpOnly"] and session["sameSite"] == "Lax" and not session["secure"]
     page_log.assert_clean()
 
