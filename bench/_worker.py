@@ -3,11 +3,18 @@
     python bench/_worker.py <scenario> <impl> --json [--quick] [--variant V] [--db PATH]
     python bench/_worker.py prep <impl> --rows N --out PATH    (history for list/metrics/startup)
     python bench/_worker.py sse-clients - --port P --clients N  (helper process: N SSE readers)
+    python bench/_worker.py pg_<scenario> <impl> [--pg-url URL] [--sqlite] [--db PATH]
+    python bench/_worker.py procrastinate-worker - --pg-url URL  (helper: procrastinate's worker)
 
 Implementations: `plain` (FastAPI BackgroundTasks, no tracking: the floor), `ours` (taskflow.py
-from taskflow_vendor/) and `peer` (fastapi_taskflow, see bench/requirements.txt). The last line on
-stdout is one JSON object: the measures, `ok` and `problems` (the correctness checks).
-Every load is bounded in count and in time, and everything listens on 127.0.0.1 only.
+from taskflow_vendor/), `peer` (fastapi_taskflow, see bench/requirements.txt) and, in
+`pg_latency` only, `procrastinate` (a PostgreSQL task queue, its worker in a child process).
+The last line on stdout is one JSON object: the measures, `ok` and `problems` (the correctness
+checks). Every load is bounded in count and in time, and everything listens on 127.0.0.1 only.
+
+The `pg_*` scenarios use the database `--pg-url` names (bench/run.py starts a throwaway
+PostgreSQL server with tests/apps/pg_support.py and hands every run a fresh database); without
+it the worker starts a server of its own. `--sqlite` runs the same scenario on a SQLite file.
 """
 
 import argparse
@@ -17,9 +24,11 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import statistics
@@ -53,7 +62,12 @@ SIZES = {
     "list_requests": (40, 15),
     "list_seconds": (5.0, 3.0),
     "sse_clients": (20, 20),
+    # pg_latency: a burst of N tasks at once, after a paced phase (one task every 1/rate s)
+    "latency_n": (10_000, 3_000),
+    "paced_n": (300, 150),
+    "paced_rate": (150, 150),
 }
+PROCRASTINATE_CONCURRENCY = 10  # its worker's async concurrency (see docs/benchmarks.md)
 DEADLINE = 120.0  # seconds for the measured phase of any scenario
 
 
@@ -182,6 +196,9 @@ class Plain:
     async def shutdown(self):
         pass
 
+    async def flush(self):
+        return 0
+
     def status(self, task_id):
         return "success"
 
@@ -245,12 +262,46 @@ class Ours(Tracked):
     async def shutdown(self):
         await self.tm.shutdown()
 
+    async def flush(self):
+        """Write every change now (`tm.flush()`); the manager keeps running."""
+        return await self.tm.flush()
+
     def status(self, task_id):
         record = self.tm.get(task_id)
         return None if record is None else sval(record.status)
 
+    def latency(self, task_id):
+        """Seconds from add_task to the task's end (record.ended - record.created)."""
+        record = self.tm.get(task_id)
+        if record is None or record.ended is None:
+            return None
+        return record.ended - record.created
+
+    def watch_writes(self):
+        """A WriteWatch filled by every database write from now on (or None).
+
+        Bench-side instrumentation of the manager's storage (a private attribute): when the
+        module changes shape, it returns None and the figures it gives are left out."""
+        db = getattr(self.tm, "_db", None)
+        if db is None or not callable(getattr(db, "write", None)):
+            return None
+        watch, write = WriteWatch(), db.write
+
+        async def timed_write(rows, *args, **kwargs):
+            t0 = time.perf_counter()
+            await write(rows, *args, **kwargs)
+            watch.durations.append(time.perf_counter() - t0)
+            watch.rows.append(len(rows))
+            now = time.time()
+            for row in rows:
+                if len(row) > 2 and row[2] in FINAL:
+                    watch.written.setdefault(row[0], now)
+
+        db.write = timed_write
+        return watch
+
     async def history_count(self, path, status=None):
-        """Rows a fresh manager finds in the file (through the module's own API)."""
+        """Rows a fresh manager finds in the file or database (through the module's own API)."""
         tm = self.mod.TaskManager(snapshot_db=str(path))
         for func in (noop_async, noop_sync, boom):
             tm.task()(func)
@@ -272,6 +323,31 @@ class Ours(Tracked):
         return problems
 
 
+class WriteWatch:
+    """What Ours.watch_writes records: per write its duration and rows; per task the time
+    its row with a final status was written."""
+
+    def __init__(self):
+        self.written: dict = {}
+        self.durations: list = []
+        self.rows: list = []
+
+    def __contains__(self, task_id):
+        return task_id in self.written
+
+    def __getitem__(self, task_id):
+        return self.written[task_id]
+
+    def summary(self):
+        if not self.durations:
+            return {"writes": 0}
+        return {
+            "writes": len(self.durations),
+            "rows_per_write": statistics.mean(self.rows),
+            "write_ms": statistics.median(self.durations) * 1000,
+        }
+
+
 class Peer(Tracked):
     """fastapi-taskflow 0.12.1 (the peer); it has no max_history, the option is dropped."""
 
@@ -284,9 +360,15 @@ class Peer(Tracked):
 
         self.mod = fastapi_taskflow
         options.pop("max_history", None)
+        if is_pg(options.get("snapshot_db")):
+            # Its PostgreSQL backend (psycopg2, see bench/requirements.txt).
+            from fastapi_taskflow.backends import PostgresBackend
+
+            options["snapshot_backend"] = PostgresBackend(options.pop("snapshot_db"))
         self.tm = fastapi_taskflow.TaskManager(**options)
         self.ids: list = []
         self._bt = fastapi_taskflow.ManagedBackgroundTasks(self.tm)
+        self._down = False
 
     def add(self, func):
         # The peer has no enqueue outside a request; eager=True dispatches at once.
@@ -296,13 +378,28 @@ class Peer(Tracked):
         await self.tm.startup()
 
     async def shutdown(self):
-        await self.tm.shutdown()
+        if not self._down:
+            self._down = True
+            await self.tm.shutdown()
+
+    async def flush(self):
+        """The peer has no flush: its shutdown writes the snapshot (as in `drain`)."""
+        await self.shutdown()
 
     def status(self, task_id):
         record = self.tm.store.get(task_id)
         return None if record is None else sval(record.status)
 
+    def latency(self, task_id):
+        record = self.tm.store.get(task_id)
+        if record is None or record.end_time is None:
+            return None
+        return (record.end_time - record.created_at).total_seconds()
+
     async def history_count(self, path, status=None):
+        if is_pg(path):
+            sql = "SELECT count(*) FROM task_snapshots" + (" WHERE status = $1" if status else "")
+            return await pg_scalar(str(path), sql, *([status] if status else []))
         return peer_rows(path, status)
 
     def check_list(self, response, rows):
@@ -322,7 +419,51 @@ def peer_rows(path, status=None):
         return conn.execute(sql, args).fetchone()[0]
 
 
-IMPLS = {"plain": Plain, "ours": Ours, "peer": Peer}
+class Procrastinate:
+    """procrastinate (a PostgreSQL task queue): only `pg_latency` runs it (`sc_latency`)."""
+
+    name = "procrastinate"
+    tracked = True
+
+    def __init__(self, **_options):
+        raise RuntimeError("procrastinate runs in pg_latency only")
+
+
+IMPLS = {"plain": Plain, "ours": Ours, "peer": Peer, "procrastinate": Procrastinate}
+
+
+def is_pg(target) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+async def pg_scalar(url, sql, *params):
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=30)
+    try:
+        return await conn.fetchval(sql, *params)
+    finally:
+        await conn.close()
+
+
+PG_SERVER = []  # a server this worker started itself (no --pg-url): cleaned up at exit
+
+
+def pg_target(args):
+    """The PostgreSQL URL of this run: --pg-url, else a database on a server started here."""
+    if args.pg_url:
+        return args.pg_url
+    import _pg  # tests/apps/pg_support.py's server, with the benchmarks' settings
+
+    server = _pg.start()
+    PG_SERVER.append(server)
+    args.pg_url = _pg.create(server)
+    return args.pg_url
+
+
+def snapshot_target(args, tmp):
+    """Where this run's tasks persist: a SQLite file with --sqlite, else PostgreSQL."""
+    return str(tmp / "tasks.db") if args.sqlite else pg_target(args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,7 +591,12 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
 
     quick = args.quick
     tmp = Path(tempfile.mkdtemp(prefix="tfbench-"))
-    options = {"snapshot_db": str(tmp / "tasks.db")} if persist else {}
+    target = None
+    pg = args.scenario.startswith("pg_")
+    if persist and args.impl != "plain":
+        # pg_persist_enqueue: PostgreSQL (or, with --sqlite, the file as in persist_enqueue)
+        target = snapshot_target(args, tmp) if pg else str(tmp / "tasks.db")
+    options = {"snapshot_db": target} if target else {}
     impl = IMPLS[args.impl](**options)
     func = noop_async if kind == "async" else noop_sync
     impl.register(func, **({"persist": True} if persist else {}))
@@ -462,6 +608,7 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
         size("enqueue_conc", quick),
     )
     transport = httpx.ASGITransport(app=app)
+    watch, write_stats = None, None
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             done_w, err_w = await http_load(
@@ -470,12 +617,17 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
             await wait_until(lambda: C.n >= done_w, 10)
             before = C.n
             bound = size("enqueue_seconds", quick)
+            # pg_*: each write's duration (the commit persist=True requests wait for)
+            if target and impl.name == "ours" and pg:
+                watch = impl.watch_writes()
             with Profile(args):
                 t0, cpu0 = time.perf_counter(), time.process_time()
                 done, errors = await http_load(client, "/enqueue", n, conc, t0 + bound)
                 drained = await wait_until(lambda: C.n >= before + done, 30)
                 elapsed = time.perf_counter() - t0
                 cpu = time.process_time() - cpu0
+            if watch is not None:
+                write_stats = watch.summary()
     finally:
         await stop()
     errors.update(err_w)
@@ -494,8 +646,10 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
         "cpu_seconds": cpu,
         "statuses": statuses,
     }
+    if write_stats:
+        result.update(write_stats)
     if persist and impl.tracked:
-        flushed = await impl.history_count(tmp / "tasks.db", status="success")
+        flushed = await impl.history_count(target, status="success")
         result["flushed"] = flushed
         if flushed != len(impl.ids):
             problems.append(
@@ -799,6 +953,432 @@ async def sc_drain(args, problems):
     return result
 
 
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL scenarios (pg_*): the same work on PostgreSQL, with --sqlite on a file beside it
+# ---------------------------------------------------------------------------------------------
+
+
+def pct(values, q):
+    """The q-quantile of values (nearest rank), or None."""
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+def ms_summary(prefix, seconds):
+    return {
+        f"{prefix}_p50_ms": (pct(seconds, 0.50) or 0) * 1000 if seconds else None,
+        f"{prefix}_p99_ms": (pct(seconds, 0.99) or 0) * 1000 if seconds else None,
+        f"{prefix}_max_ms": max(seconds) * 1000 if seconds else None,
+    }
+
+
+async def wait_final(impl, ids, timeout):
+    """Every id final: the last 100 first (cheap), then all of them."""
+    if not impl.tracked:
+        return True
+    last = ids[-100:]
+    if not await wait_until(lambda: all(impl.status(i) in FINAL for i in last), timeout, 0.005):
+        return False
+    return await wait_until(lambda: all(impl.status(i) in FINAL for i in ids), timeout, 0.02)
+
+
+async def sc_drain_written(args, problems):
+    """pg_drain: N no-op tasks added outside a request at once, snapshot_db on PostgreSQL
+    (--sqlite: a file); tasks/s from the first add until every task is final and written:
+    ours `await tm.flush()` (the manager keeps running), the peer its shutdown (it has no
+    flush), plain asyncio tasks (no persistence, the floor)."""
+    n = size("drain_n", args.quick)
+    tmp = Path(tempfile.mkdtemp(prefix="tfbench-"))
+    target = snapshot_target(args, tmp) if args.impl != "plain" else None
+    impl = IMPLS[args.impl](**({"snapshot_db": target} if target else {}))
+    impl.register(noop_async)
+    await impl.startup()
+    ids = []
+    with Profile(args):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ids.append(impl.add(noop_async))
+        enqueued = time.perf_counter() - t0
+        ran = await wait_until(lambda: C.n >= n, DEADLINE)
+        final = await wait_final(impl, ids, 30)
+        t_final = time.perf_counter() - t0
+        written = await impl.flush()
+        elapsed = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    await impl.shutdown()
+    shutdown_s = time.perf_counter() - t1
+    if not ran or C.n != n:
+        problems.append(f"executed {C.n}/{n} tasks within the time bound")
+    if not final:
+        problems.append("not all tasks reached a final status")
+    result = {
+        "tasks_per_s": n / elapsed,
+        "final_per_s": n / t_final,
+        "tasks": n,
+        "enqueue_s": enqueued,
+        "final_s": t_final,
+        "written_s": elapsed,
+        "flush_rows": written,
+        "shutdown_s": shutdown_s,
+        "backend": "sqlite" if args.sqlite else "postgresql",
+    }
+    if impl.tracked:
+        check_bad_ids(ids, problems)
+        stored = await impl.history_count(target, status="success")
+        result["stored"] = stored
+        if stored != n:
+            problems.append(f"{stored} success rows in the database after shutdown, not {n}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+# pg_list: the page, filtered by status, searched by `q` (matches the 5 % of prepared rows
+# whose function is `boom`, by name: a scan plus a count on both databases).
+LIST_QUERIES = {"": "", "status": "&status=failed", "q": "&q=boom"}
+
+
+async def sc_list_filters(args, problems):
+    """GET /tasks?limit=100 (and filtered by status, and by q) against a manager started on
+    prepared history: a copy of the prepared PostgreSQL database (run.py makes it from a
+    template), or with --sqlite a copy of the prepared file. Medians of alternating requests."""
+    import httpx
+
+    rows = args.rows
+    if args.impl == "plain":
+        tmp, target = Path(tempfile.mkdtemp(prefix="tfbench-")), None
+    elif args.sqlite:
+        tmp, db = copy_db(args.db)
+        target = str(db)
+    else:
+        tmp, target = Path(tempfile.mkdtemp(prefix="tfbench-")), pg_target(args)
+    impl = IMPLS[args.impl](**({"snapshot_db": target} if target else {}))
+    for func in (noop_async, boom):
+        impl.register(func)
+    app = impl.build_app(noop_async)
+    await start_app(app)  # no shutdown: a read-only scenario, the process just ends
+    latencies = {key: [] for key in LIST_QUERIES}
+    firsts = {}
+    max_requests = size("list_requests", args.quick)
+    budget = size("list_seconds", args.quick) * len(LIST_QUERIES)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        t_end = time.perf_counter() + budget
+        with Profile(args):
+            while True:
+                counts = [len(v) for v in latencies.values()]
+                if min(counts) >= max_requests or (
+                    min(counts) >= 2 and time.perf_counter() > t_end
+                ):
+                    break
+                for key, extra in LIST_QUERIES.items():
+                    path = impl.list_path + extra
+                    t0 = time.perf_counter()
+                    response = await client.get(path)
+                    latencies[key].append((time.perf_counter() - t0) * 1000)
+                    if key not in firsts:
+                        firsts[key] = response
+                        if response.status_code != 200:
+                            problems.append(f"GET {path}: {response.status_code}")
+                if problems:
+                    break
+    result = {"rows": rows, "backend": "sqlite" if args.sqlite else "postgresql"}
+    for key, values in latencies.items():
+        suffix = f"_{key}" if key else ""
+        result[f"ms{suffix}"] = statistics.median(values)
+        result[f"first_ms{suffix}"] = values[0]
+        result[f"requests{suffix}"] = len(values)
+    result["bytes"] = len(firsts[""].content)
+    if impl.name == "ours" and not problems:
+        expect = {"": (rows, None), "status": (rows // 20, "failed"), "q": (rows // 20, None)}
+        for key, (total, status) in expect.items():
+            response = firsts[key]
+            body, count = response.json(), response.headers.get("x-total-count")
+            label = f"GET {impl.list_path}{LIST_QUERIES[key]}"
+            if not isinstance(body, list) or len(body) != min(100, total):
+                problems.append(f"{label}: {len(body) if isinstance(body, list) else body!r} items")
+                continue
+            if count is None or int(count) != total:
+                problems.append(f"{label}: X-Total-Count {count!r} != {total}")
+            if status and any(item.get("status") != status for item in body):
+                problems.append(f"{label}: an item is not {status}")
+            if key == "q" and any("boom" not in item.get("func_name", "") for item in body):
+                problems.append(f"{label}: an item's function does not match q")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+async def sc_latency(args, problems):
+    """pg_latency: enqueue → done per task on PostgreSQL, side by side with procrastinate.
+
+    First a paced phase (`paced_n` tasks, one every 1/`paced_rate` s: the latency of one task
+    on an idle system), then a burst of `latency_n` tasks added at once (the latency includes
+    the wait behind the others, so it mirrors throughput). Ours: `tm.add_task`, latency
+    `record.ended - record.created`; variant `persist`: the function has persist=True.
+    """
+    n, paced_n = size("latency_n", args.quick), size("paced_n", args.quick)
+    rate = size("paced_rate", args.quick)
+    if args.impl == "procrastinate":
+        return await procrastinate_latency(args, problems, n, paced_n, rate)
+    persist = args.variant == "persist"
+    tmp = Path(tempfile.mkdtemp(prefix="tfbench-"))
+    target = snapshot_target(args, tmp) if args.impl != "plain" else None
+    impl = IMPLS[args.impl](**({"snapshot_db": target} if target else {}))
+    impl.register(noop_async, **({"persist": True} if persist else {}))
+    await impl.startup()
+    written = impl.watch_writes() if impl.name == "ours" else None
+
+    if impl.name == "plain":
+        spans = {}
+
+        def add():
+            k = len(spans)
+            span = spans[k] = [time.time(), None]
+
+            async def run():
+                await noop_async()
+                span[1] = time.time()
+
+            impl.add(run)
+            return k
+
+        def times_of(k):
+            return tuple(spans[k])
+
+    else:
+
+        def add():
+            return impl.add(noop_async)
+
+        def times_of(task_id):
+            if impl.name == "ours":
+                record = impl.tm.get(task_id)
+                return (record.created, record.ended) if record else (None, None)
+            record = impl.tm.store.get(task_id)
+            if record is None or record.end_time is None:
+                return (None, None)
+            return (record.created_at.timestamp(), record.end_time.timestamp())
+
+    def latencies(ids):
+        spans_ = [times_of(i) for i in ids]
+        return spans_, [e - c for c, e in spans_ if c is not None and e is not None]
+
+    def to_written(ids, spans_):
+        if written is None:
+            return []
+        return [written[i] - c for i, (c, _) in zip(ids, spans_, strict=True) if i in written]
+
+    result = {"tasks": n, "paced_tasks": paced_n, "paced_rate": rate, "persist": persist}
+    with Profile(args):
+        # Paced: one task every 1/rate s, then every one done.
+        ids = []
+        start = time.perf_counter()
+        for i in range(paced_n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ids.append(add())
+        ran = await wait_until(lambda: C.n >= paced_n, 30)
+        final = await wait_final(impl, ids, 30)
+        spans_, paced = latencies(ids)
+        result.update(ms_summary("paced", paced))
+        if written is not None:  # the maintenance loop writes them (snapshot_interval)
+            await wait_until(lambda: all(i in written for i in ids), 5, 0.01)
+            result.update(ms_summary("paced_written", to_written(ids, spans_)))
+        if len(paced) != paced_n:
+            problems.append(f"paced: {len(paced)}/{paced_n} tasks have an end time")
+        # Burst: latency_n tasks at once.
+        base = C.n
+        p0 = time.perf_counter()
+        ids = [add() for _ in range(n)]
+        result["enqueue_s"] = time.perf_counter() - p0
+        ran = ran and await wait_until(lambda: C.n >= base + n, DEADLINE)
+        final = final and await wait_final(impl, ids, 30)
+        spans_, burst = latencies(ids)
+        await impl.flush()
+        written_s = time.perf_counter() - p0
+    result.update(ms_summary("burst", burst))
+    if len(burst) != n:
+        problems.append(f"burst: {len(burst)}/{n} tasks have an end time")
+    else:
+        first = min(c for c, _ in spans_)
+        last = max(e for _, e in spans_)
+        result["done_per_s"] = n / (last - first)
+        result["done_s"] = last - first
+    if impl.tracked:
+        result["written_per_s"] = n / written_s
+        result.update(ms_summary("burst_written", to_written(ids, spans_)))
+    await impl.shutdown()
+    if not ran or C.n != paced_n + n:
+        problems.append(f"executed {C.n}/{paced_n + n} tasks within the time bound")
+    if not final:
+        problems.append("not all tasks reached a final status")
+    if impl.tracked:
+        stored = await impl.history_count(target, status="success")
+        result["stored"] = stored
+        if stored != paced_n + n:
+            problems.append(f"{stored} success rows after shutdown, not {paced_n + n}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def procrastinate_app(url):
+    """procrastinate's App on `url` and its no-op task (the same in the worker process)."""
+    from procrastinate import App, PsycopgConnector
+
+    app = App(connector=PsycopgConnector(conninfo=url))
+
+    @app.task(name="bench_noop")
+    async def bench_noop(t: float, p: str = "") -> None:  # t: when it was deferred
+        return None
+
+    return app, bench_noop
+
+
+async def procrastinate_worker_main(args):
+    """Helper process: procrastinate's worker, as `procrastinate worker` runs it (defaults:
+    LISTEN/NOTIFY, keeps finished jobs), with async concurrency --concurrency."""
+    app, _ = procrastinate_app(args.pg_url)
+    async with app.open_async():
+        await app.run_worker_async(concurrency=args.concurrency, install_signal_handlers=True)
+
+
+SUCCEEDED_SQL = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+PROCRASTINATE_LATENCY_SQL = """
+    SELECT extract(epoch FROM e.at)::float8 - (j.args->>'t')::float8,
+        extract(epoch FROM e.at)::float8
+    FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id
+    WHERE e.type = 'succeeded' AND j.args->>'p' = %s
+"""
+
+
+async def procrastinate_latency(args, problems, n, paced_n, rate):
+    """procrastinate's side of pg_latency: schema in a fresh database, its worker in a child
+    process on this machine, jobs deferred here. Latency: from the time a job is deferred
+    (passed in its arguments) to its `succeeded` event in procrastinate_events (committed by
+    the worker: for procrastinate, done is written)."""
+    import procrastinate
+    import psycopg
+
+    url = pg_target(args)
+    app, task = procrastinate_app(url)
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+    concurrency = args.concurrency or PROCRASTINATE_CONCURRENCY
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__)),
+        "procrastinate-worker",
+        "-",
+        "--pg-url",
+        url,
+        "--concurrency",
+        str(concurrency),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    result = {
+        "tasks": n,
+        "paced_tasks": paced_n,
+        "paced_rate": rate,
+        "concurrency": concurrency,
+        "version": procrastinate.__version__,
+    }
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+    async def scalar(sql, *params):
+        cursor = await conn.execute(sql, params)
+        return (await cursor.fetchone())[0]
+
+    async def succeeded_reaches(count, timeout, interval):
+        end = time.perf_counter() + timeout
+        while time.perf_counter() < end:
+            if worker.returncode is not None:
+                return False
+            done = await scalar(SUCCEEDED_SQL)
+            if done >= count:
+                return True
+            await asyncio.sleep(interval)
+        return False
+
+    async def phase(label):
+        cursor = await conn.execute(PROCRASTINATE_LATENCY_SQL, (label,))
+        return await cursor.fetchall()
+
+    try:
+        ready = await wait_async(
+            lambda: scalar("SELECT count(*) FROM procrastinate_workers"), 30, 0.05
+        )
+        if not ready:
+            raise RuntimeError("procrastinate's worker did not register within 30 s")
+        await asyncio.sleep(0.5)  # its LISTEN is set up right after it registers
+        async with app.open_async():
+            with Profile(args):
+                start = time.perf_counter()
+                for i in range(paced_n):
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await task.defer_async(t=time.time(), p="paced")
+                paced_ok = await succeeded_reaches(paced_n, 30, 0.02)
+                t_first = time.time()
+                p0 = time.perf_counter()
+                for k in range(0, n, 1000):  # its fastest enqueue: 1,000 jobs per statement
+                    t = time.time()
+                    await task.batch_defer_async(*[{"t": t, "p": "burst"}] * min(1000, n - k))
+                result["enqueue_s"] = time.perf_counter() - p0
+                burst_ok = await succeeded_reaches(paced_n + n, DEADLINE, 0.1)
+        paced = [r[0] for r in await phase("paced")]
+        burst_rows = await phase("burst")
+        burst = [r[0] for r in burst_rows]
+        result.update(ms_summary("paced", paced))
+        result.update(ms_summary("burst", burst))
+        # Its done is committed: "to written" is the same figure.
+        result.update(ms_summary("paced_written", paced))
+        result.update(ms_summary("burst_written", burst))
+        if burst_rows:
+            result["done_s"] = max(r[1] for r in burst_rows) - t_first
+            result["done_per_s"] = len(burst_rows) / result["done_s"]
+            result["written_per_s"] = result["done_per_s"]
+        cursor = await conn.execute(
+            "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY status"
+        )
+        counts = dict(await cursor.fetchall())
+        result["statuses"] = counts
+        if not paced_ok or len(paced) != paced_n:
+            problems.append(f"paced: {len(paced)}/{paced_n} jobs succeeded within 30 s")
+        if not burst_ok or len(burst) != n:
+            problems.append(f"burst: {len(burst)}/{n} jobs succeeded within {DEADLINE:.0f} s")
+        if set(counts) - {"succeeded"}:
+            problems.append(f"jobs not succeeded: {counts}")
+    finally:
+        await conn.close()
+        if worker.returncode is None:
+            worker.terminate()  # SIGTERM: procrastinate stops gracefully
+            try:
+                await asyncio.wait_for(worker.wait(), 15)
+            except asyncio.TimeoutError:
+                worker.kill()
+                await worker.wait()
+        err = (await worker.stderr.read()).decode(errors="replace").strip()
+        if worker.returncode not in (0, -signal.SIGTERM) and err:
+            problems.append(f"worker exit {worker.returncode}: {err.splitlines()[-1][:300]}")
+    return result
+
+
+async def wait_async(probe, timeout, interval):
+    """Until the coroutine function `probe` returns something true (or timeout): that value."""
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        with contextlib.suppress(Exception):
+            value = await probe()
+            if value:
+                return value
+        await asyncio.sleep(interval)
+    return None
+
+
 async def sc_memory(args, problems):
     """RSS growth while 200,000 no-op tasks finish, max_history=10,000 (the peer keeps all)."""
     total = size("memory_total", args.quick)
@@ -952,11 +1532,16 @@ async def sc_startup(args, problems):
 
 
 async def prep(args):
-    """Write a history file with `rows` finished tasks (95% success, 5% failed) for one impl."""
-    rows, out = args.rows, Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(out) + suffix).unlink(missing_ok=True)
+    """Write a history file with `rows` finished tasks (95% success, 5% failed) for one impl;
+    ours also into the PostgreSQL database --pg-url (then --out is not needed)."""
+    rows = args.rows
+    out = args.pg_url or Path(args.out)
+    if not args.pg_url:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(out) + suffix).unlink(missing_ok=True)
+    elif args.impl != "ours":
+        raise SystemExit("prep --pg-url: ours only")
     problems = []
     t0 = time.perf_counter()
     if args.impl == "peer":
@@ -993,6 +1578,7 @@ async def prep(args):
         await backend.close()
         count = peer_rows(out)
     else:
+        # Through the manager's own write path: the rows are exactly what running them writes.
         impl = Ours(snapshot_db=str(out))
         for func in (noop_async, boom):
             impl.register(func)
@@ -1010,8 +1596,18 @@ async def prep(args):
         count = await impl.history_count(out)
     if count != rows:
         problems.append(f"prepared file holds {count} rows, not {rows}")
-    with sqlite3.connect(out) as conn:  # one self-contained file to copy
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if args.pg_url:
+        # As a database that has lived a while would be: vacuumed, with statistics.
+        import asyncpg
+
+        conn = await asyncpg.connect(args.pg_url, timeout=30)
+        try:
+            await conn.execute("VACUUM ANALYZE")
+        finally:
+            await conn.close()
+    else:
+        with sqlite3.connect(out) as conn:  # one self-contained file to copy
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return {
         "rows": count,
         "seconds": time.perf_counter() - t0,
@@ -1031,12 +1627,18 @@ SCENARIOS = {
     "metrics": lambda a, p: sc_endpoint(a, p, "metrics"),
     "startup": sc_startup,
     "sse": lambda a, p: sc_uvicorn(a, p, sse_clients=a.clients),
+    "pg_persist_enqueue": lambda a, p: sc_enqueue(a, p, "async", persist=True),
+    "pg_drain": sc_drain_written,
+    "pg_list": sc_list_filters,
+    "pg_latency": sc_latency,
 }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=[*SCENARIOS, "prep", "sse-clients"])
+    parser.add_argument(
+        "scenario", choices=[*SCENARIOS, "prep", "sse-clients", "procrastinate-worker"]
+    )
     parser.add_argument("impl", choices=[*IMPLS, "-"])
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     parser.add_argument("--quick", action="store_true")
@@ -1051,11 +1653,18 @@ def main(argv=None):
     parser.add_argument("--clients", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--path", default="/tasks/dashboard/stream")
+    parser.add_argument("--pg-url", help="PostgreSQL database for pg_* (else a server is started)")
+    parser.add_argument("--sqlite", action="store_true", help="pg_*: a SQLite file instead")
+    parser.add_argument("--concurrency", type=int, default=0, help="procrastinate's worker")
     args = parser.parse_args(argv)
     logging.disable(logging.CRITICAL)  # task failures and peer warnings are expected noise
 
     if args.scenario == "sse-clients":
         asyncio.run(sse_clients_main(args))
+        return 0
+    if args.scenario == "procrastinate-worker":
+        args.concurrency = args.concurrency or PROCRASTINATE_CONCURRENCY
+        asyncio.run(procrastinate_worker_main(args))
         return 0
     if args.scenario == "prep":
         result = asyncio.run(prep(args))
@@ -1076,6 +1685,8 @@ def main(argv=None):
     else:
         print(json.dumps(result, indent=2, default=str), flush=True)
     sys.stdout.flush()
+    for server in PG_SERVER:  # started here for want of --pg-url
+        server.cleanup()
     os._exit(0)  # do not wait for daemon threads left by an implementation
 
 

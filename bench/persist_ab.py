@@ -52,7 +52,7 @@ class Variant(Tracked):
             async def sleep_write(self, rows, *, heartbeat=False):
                 await asyncio.sleep(0.0011)
 
-            self.mod._Database.write = sleep_write
+            self.mod._Storage.write = sleep_write
         persist = variant != "nopersist"
         db = Path(tempfile.mkdtemp(prefix="tfbench-")) / "tasks.db"
         self.tm = self.mod.TaskManager(snapshot_db=str(db) if persist else None)

@@ -2,12 +2,18 @@
 
     python bench/run.py [--quick] [--rounds N] [--only scenario,...] [--json out.json]
                         [--markdown out.md] [--profile]
+    python bench/run.py --only pg          (the PostgreSQL scenarios, pg_*)
 
 Each implementation runs every scenario in a fresh subprocess (bench/_worker.py); the
 implementations alternate over several rounds (the order rotates each round), and the table gives
 medians and the per-round ratios, because the machines are noisy. Every run also checks
 correctness (all tasks final, counts match); a failed check marks the row FAIL. Setup:
 `pip install -r bench/requirements.txt` (the peer is a benchmark dependency only).
+
+The pg_* scenarios start one throwaway PostgreSQL server for the run (bench/_pg.py, which
+uses tests/apps/pg_support.py) and give every measurement a fresh database; without the
+PostgreSQL binaries (or asyncpg) they are skipped, with the reason under the table.
+`pg_latency` compares with procrastinate, a PostgreSQL task queue, in its own column.
 """
 
 import argparse
@@ -31,20 +37,25 @@ CACHE = BENCH / "results" / "cache"
 # BENCH_TASKFLOW_DIR points "ours" at another copy of taskflow.py (to A/B a change).
 VENDOR_DIR = Path(os.environ.get("BENCH_TASKFLOW_DIR") or ROOT / "taskflow_vendor").resolve()
 VENDOR = VENDOR_DIR / "taskflow.py"
-IMPLS = ("plain", "ours", "peer")
+IMPLS = ("plain", "ours", "peer", "procrastinate")
+PROCRASTINATE_CONCURRENCY = 10  # as bench/_worker.py runs its worker
+BASES = ("plain", "peer", "procrastinate")  # ours is compared with each (ours/that)
+SIGNS = {">=": "≥", "<=": "≤", "<": "<"}
 
 
 @dataclass
 class Target:
-    against: str  # "plain" / "peer": ratio ours/that; "abs": ours' own value
-    op: str  # ">=" or "<="
+    against: str  # "plain" / "peer" / "procrastinate": ratio ours/that; "abs": ours' value
+    op: str  # ">=", "<=" or "<"
     value: float
 
     def met(self, x):
-        return x >= self.value if self.op == ">=" else x <= self.value
+        if self.op == ">=":
+            return x >= self.value
+        return x <= self.value if self.op == "<=" else x < self.value
 
     def __str__(self):
-        sign = "≥" if self.op == ">=" else "≤"
+        sign = SIGNS[self.op]
         if self.against == "abs":
             return f"{sign} {self.value:g}"
         return f"{sign} {self.value:g}×{self.against}"
@@ -71,8 +82,14 @@ class Scenario:
     name: str
     title: str
     measures: list
-    impls: tuple = IMPLS
+    impls: tuple = ("plain", "ours", "peer")
     variants: dict = field(default_factory=lambda: {"": []})  # name -> extra worker args
+    # impl -> the variants it runs (default: all). An impl in `shared` runs one variant
+    # (its first) and that run stands for every variant: it has no such choice (plain has
+    # no database; procrastinate no persist option), so it is the same floor for each.
+    runs: dict = field(default_factory=dict)
+    shared: tuple = ()
+    pg: bool = False  # needs the throwaway PostgreSQL server (a fresh database per run)
     history: bool = False  # needs prepared history files (--db/--rows per variant)
     rounds_cap: int | None = None
     # Default rounds (without --rounds/--quick). The in-process enqueue runs take ~2 s
@@ -81,6 +98,12 @@ class Scenario:
     rounds: int = 3
     timeout: float = 180
     notes: dict = field(default_factory=dict)  # impl -> why its figure differs
+
+    def variants_of(self, impl):
+        names = list(self.variants)
+        if impl in self.runs:
+            return [v for v in names if v in self.runs[impl]]
+        return names[:1] if impl in self.shared else names
 
 
 SCENARIOS = [
@@ -219,7 +242,166 @@ SCENARIOS = [
             "peer": "sends its full state to every client on each change",
         },
     ),
+    # -- PostgreSQL: snapshot_db="postgresql://..." (a fresh database per run), and the
+    # same scenario on a SQLite file beside it (variant "sqlite", worker --sqlite).
+    Scenario(
+        "pg_persist_enqueue",
+        "persist_enqueue with snapshot_db on PostgreSQL (sqlite: on a file), in process",
+        [
+            Measure("req/s", "rps", "pg", targets=[Target("plain", ">=", 0.4)]),
+            Measure("req/CPU-s", "rps_cpu", "pg"),
+            Measure("ms per commit", "write_ms", "pg", fmt="{:,.2f}"),
+            Measure("rows per commit", "rows_per_write", "pg", fmt="{:,.1f}"),
+            Measure("req/s sqlite", "rps", "sqlite"),
+            Measure("ms per commit sqlite", "write_ms", "sqlite", fmt="{:,.2f}"),
+        ],
+        variants={"pg": [], "sqlite": ["--sqlite"]},
+        runs={"peer": ("pg",)},
+        shared=("plain",),
+        pg=True,
+        rounds=5,
+        notes={
+            "plain": "no persistence (the floor); one run per round for both variants",
+            "peer": "its PostgresBackend (psycopg2); on SQLite see persist_enqueue",
+        },
+    ),
+    Scenario(
+        "pg_drain",
+        "10,000 tasks added outside a request, snapshot_db on PostgreSQL (sqlite: a file), "
+        "until final and written (ours: await tm.flush())",
+        [
+            Measure("tasks/s", "tasks_per_s", "pg", targets=[Target("abs", ">=", 10_000)]),
+            Measure("tasks/s to final", "final_per_s", "pg"),
+            Measure("tasks/s sqlite", "tasks_per_s", "sqlite"),
+            Measure("tasks/s to final sqlite", "final_per_s", "sqlite"),
+        ],
+        variants={"pg": [], "sqlite": ["--sqlite"]},
+        runs={"peer": ("pg",)},
+        shared=("plain",),
+        pg=True,
+        notes={
+            "plain": "asyncio tasks, no persistence (the floor)",
+            "peer": "PostgresBackend; add_task(eager=True); written by its shutdown (no flush); "
+            "on SQLite see drain",
+        },
+    ),
+    Scenario(
+        "pg_list",
+        "GET /tasks?limit=100 on prepared history in PostgreSQL (sqlite: the file of `list`), "
+        "restarted; also &status=failed and &q=boom (5 % of rows each)",
+        [
+            Measure("ms @rows", "ms", "pg", targets=[Target("abs", "<=", 10.0)], fmt="{:,.1f}"),
+            Measure(
+                "ms status=failed",
+                "ms_status",
+                "pg",
+                targets=[Target("abs", "<=", 10.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure("ms q=boom", "ms_q", "pg", targets=[Target("abs", "<=", 10.0)], fmt="{:,.1f}"),
+            Measure("ms @rows sqlite", "ms", "sqlite", fmt="{:,.1f}"),
+            Measure("ms status=failed sqlite", "ms_status", "sqlite", fmt="{:,.1f}"),
+            Measure("ms q=boom sqlite", "ms_q", "sqlite", fmt="{:,.1f}"),
+        ],
+        impls=("plain", "ours"),
+        variants={"pg": [], "sqlite": ["--sqlite"]},
+        shared=("plain",),
+        history=True,
+        pg=True,
+        notes={
+            "plain": "FastAPI returning a precomputed page of 100 rows, whatever the query",
+            "peer": "has no pagination (see list: seconds per request); left out",
+        },
+    ),
+    Scenario(
+        "pg_latency",
+        "add → done per task, snapshot_db on PostgreSQL, against procrastinate (worker in a "
+        "child process): 300 tasks paced at 150/s, then a burst of 10,000",
+        [
+            Measure(
+                "burst p50 ms",
+                "burst_p50_ms",
+                targets=[Target("procrastinate", "<", 1.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "burst p99 ms",
+                "burst_p99_ms",
+                targets=[Target("procrastinate", "<", 1.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "burst p50 ms persist=True",
+                "burst_p50_ms",
+                "persist",
+                targets=[Target("procrastinate", "<", 1.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "burst p99 ms persist=True",
+                "burst_p99_ms",
+                "persist",
+                targets=[Target("procrastinate", "<", 1.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "paced p50 ms",
+                "paced_p50_ms",
+                targets=[Target("procrastinate", "<", 1.0)],
+                fmt="{:,.2f}",
+            ),
+            Measure(
+                "paced p99 ms",
+                "paced_p99_ms",
+                targets=[Target("procrastinate", "<", 1.0)],
+                fmt="{:,.2f}",
+            ),
+            Measure(
+                "paced p50 ms persist=True",
+                "paced_p50_ms",
+                "persist",
+                targets=[Target("procrastinate", "<", 1.0)],
+                fmt="{:,.2f}",
+            ),
+            Measure(
+                "paced p99 ms persist=True",
+                "paced_p99_ms",
+                "persist",
+                targets=[Target("procrastinate", "<", 1.0)],
+                fmt="{:,.2f}",
+            ),
+            Measure("burst tasks/s to done", "done_per_s"),
+            Measure("burst tasks/s to done persist=True", "done_per_s", "persist"),
+            Measure("burst tasks/s to written persist=True", "written_per_s", "persist"),
+            Measure(
+                "paced p50 ms to written persist=True",
+                "paced_written_p50_ms",
+                "persist",
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "paced p99 ms to written persist=True",
+                "paced_written_p99_ms",
+                "persist",
+                fmt="{:,.1f}",
+            ),
+        ],
+        impls=("plain", "ours", "procrastinate"),
+        variants={"": [], "persist": []},
+        shared=("plain", "procrastinate"),
+        pg=True,
+        timeout=240,
+        notes={
+            "plain": "asyncio tasks, no persistence: the floor",
+            "ours": "done = record.ended (in memory); written = its row committed "
+            "(the 1 s background write, or flush())",
+            "procrastinate": "done = its `succeeded` event, committed by the worker: done "
+            "is written; 10,000 deferred 1,000 per statement (batch_defer_async)",
+            "peer": "left out (see pg_drain for it on PostgreSQL)",
+        },
+    ),
 ]
+PG_ONLY = "pg"  # --only pg: every pg_* scenario
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +443,79 @@ def peer_status():
     if probe.returncode != 0:
         return False, "not installed: pip install -r bench/requirements.txt", None
     return True, "", probe.stdout.strip()
+
+
+def procrastinate_status():
+    """(available, reason, version): procrastinate and psycopg 3 import."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import procrastinate, psycopg; print(procrastinate.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return False, "not installed: pip install -r bench/requirements.txt", None
+    return True, "", probe.stdout.strip()
+
+
+def peer_pg_status():
+    """The peer's PostgresBackend needs psycopg2."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import psycopg2"], capture_output=True, text=True, timeout=60
+    )
+    return probe.returncode == 0
+
+
+class PgRuns:
+    """The run's throwaway PostgreSQL server (bench/_pg.py): a fresh database per measurement,
+    and prepared history as template databases, copied for each measurement."""
+
+    def __init__(self):
+        sys.path.insert(0, str(BENCH))
+        import _pg
+
+        self.pg = _pg
+        self.server = _pg.start()
+        self.templates = {}
+
+    def describe(self):
+        return self.pg.describe(self.server)
+
+    def fresh(self, template=None):
+        return self.pg.create(self.server, "bench", template)
+
+    def drop(self, url):
+        try:
+            self.pg.drop(self.server, url)
+        except Exception as exc:  # noqa: BLE001 - the server goes away at the end anyway
+            log(f"  (could not drop {url.rsplit('/', 1)[-1]}: {exc})")
+
+    def history(self, impl, rows):
+        """Template database with `rows` prepared rows for impl (made once per run)."""
+        if (impl, rows) in self.templates:
+            return self.templates[(impl, rows)], None
+        url = self.pg.create(self.server, f"prep_{impl}_{rows}")
+        log(f"  preparing {rows:,} history rows for {impl} in PostgreSQL ...")
+        result = run_worker(["prep", impl, "--rows", str(rows), "--pg-url", url], 420)
+        if not result.get("ok"):
+            return None, "; ".join(result.get("problems", ["prep failed"]))
+        log(f"  prepared in {result.get('seconds', 0):.1f} s")
+        self.pg.wait_idle(self.server, url)
+        name = url.rsplit("/", 1)[-1]
+        self.templates[(impl, rows)] = PgTemplate(name)
+        return self.templates[(impl, rows)], None
+
+    def cleanup(self):
+        self.server.cleanup()
+
+
+@dataclass
+class PgTemplate:
+    name: str
 
 
 def run_worker(argv, timeout):
@@ -316,6 +571,11 @@ def fmt_value(measure, value):
     return measure.fmt.format(value)
 
 
+def fmt_ratio(r):
+    """Two decimals; two significant digits below 0.1 (ours/procrastinate is ~0.005)."""
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -337,13 +597,16 @@ def summarize(scenario, runs, available):
         }
         med = {impl: median(vals) for impl, vals in per_impl.items()}
         ratios = {}
-        for base in ("plain", "peer"):
+        for base in BASES:
             pairs = list(zip(per_impl["ours"], per_impl[base], strict=False))
             per_round = [o / b for o, b in pairs if o is not None and b]
             ratios[base] = (median(per_round), per_round)
         cells = {}
         for impl in IMPLS:
-            if impl not in scenario.impls or impl not in available:
+            not_run = impl not in scenario.shared and measure.variant not in scenario.variants_of(
+                impl
+            )
+            if impl not in scenario.impls or impl not in available or not_run:
                 cells[impl] = "n/a"
             else:
                 cells[impl] = fmt_value(measure, med[impl]) + ("!" if impl in bad else "")
@@ -353,7 +616,7 @@ def summarize(scenario, runs, available):
             if first.against == "abs":
                 per_round_text = " ".join(fmt_value(measure, v) for v in per_impl["ours"])
             else:
-                per_round_text = " ".join(f"{r:.2f}" for r in ratios[first.against][1])
+                per_round_text = " ".join(fmt_ratio(r) for r in ratios[first.against][1])
             if "ours" not in available:
                 verdict = "n/a"
             elif "ours" in bad:
@@ -370,11 +633,11 @@ def summarize(scenario, runs, available):
             {
                 "scenario": scenario.name,
                 "measure": measure.label,
-                "plain": cells["plain"],
-                "ours": cells["ours"],
-                "peer": cells["peer"],
-                "ours/plain": f"{ratios['plain'][0]:.2f}" if ratios["plain"][0] else "—",
-                "ours/peer": f"{ratios['peer'][0]:.2f}" if ratios["peer"][0] else "—",
+                **{impl: cells[impl] for impl in IMPLS},
+                **{
+                    f"ours/{base}": fmt_ratio(ratios[base][0]) if ratios[base][0] else "—"
+                    for base in BASES
+                },
                 "target": ", ".join(str(t) for t in measure.targets) or "(info)",
                 "verdict": verdict,
                 "per-round": per_round_text,
@@ -397,26 +660,34 @@ COLUMNS = [
     "verdict",
     "per-round",
 ]
+# With pg_latency in the run: procrastinate's column and ours' ratio to it.
+COLUMNS_PROCRASTINATE = [
+    *COLUMNS[:5],
+    "procrastinate",
+    *COLUMNS[5:7],
+    "ours/procrastinate",
+    *COLUMNS[7:],
+]
 
 
-def text_table(rows):
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS}
-    line = "  ".join(c.ljust(widths[c]) for c in COLUMNS)
-    out = [line, "  ".join("-" * widths[c] for c in COLUMNS)]
+def text_table(rows, columns=COLUMNS):
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    line = "  ".join(c.ljust(widths[c]) for c in columns)
+    out = [line, "  ".join("-" * widths[c] for c in columns)]
     previous = None
     for r in rows:
         cells = dict(r)
         if r["scenario"] == previous:
             cells["scenario"] = ""
         previous = r["scenario"]
-        out.append("  ".join(str(cells[c]).ljust(widths[c]) for c in COLUMNS))
+        out.append("  ".join(str(cells[c]).ljust(widths[c]) for c in columns))
     return "\n".join(out)
 
 
-def markdown_table(rows):
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def markdown_table(rows, columns=COLUMNS):
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        out.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in COLUMNS) + " |")
+        out.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in columns) + " |")
     return "\n".join(out)
 
 
@@ -428,8 +699,10 @@ def main(argv=None):
         type=int,
         help="rounds per scenario (default 3, in-process enqueue 9, sse 5; quick 1)",
     )
-    parser.add_argument("--only", help="comma-separated scenario names")
-    parser.add_argument("--impls", default=",".join(IMPLS), help="subset of plain,ours,peer")
+    parser.add_argument("--only", help="comma-separated scenario names ('pg': every pg_*)")
+    parser.add_argument(
+        "--impls", default=",".join(IMPLS), help="subset of plain,ours,peer,procrastinate"
+    )
     parser.add_argument("--json", dest="json_out", help="write raw results and the table here")
     parser.add_argument("--markdown", help="write the table as Markdown here")
     parser.add_argument("--profile", action="store_true", help="pyinstrument on ours' runs")
@@ -438,16 +711,24 @@ def main(argv=None):
     rounds = args.rounds or (1 if args.quick else None)  # None: each scenario's default
     names = [s.name for s in SCENARIOS]
     only = args.only.split(",") if args.only else names
+    if PG_ONLY in only:  # --only pg: every PostgreSQL scenario
+        only = [n for n in only if n != PG_ONLY] + [s.name for s in SCENARIOS if s.pg]
     unknown = [n for n in only if n not in names]
     if unknown:
-        parser.error(f"unknown scenario(s) {unknown}; choose from {names}")
+        parser.error(f"unknown scenario(s) {unknown}; choose from {names} (or 'pg')")
     wanted = set(args.impls.split(","))
     big_rows, small_rows = (20_000, 1_000) if args.quick else (100_000, 1_000)
+    selected = [s for s in SCENARIOS if s.name in only]
 
     available, skipped = [], {}
     ok, why = ours_status()
     ok_peer, why_peer, peer_version = peer_status()
-    for impl, good, reason in (("plain", True, ""), ("ours", ok, why), ("peer", ok_peer, why_peer)):
+    versions = {"peer": peer_version}
+    candidates = [("plain", True, ""), ("ours", ok, why), ("peer", ok_peer, why_peer)]
+    if any("procrastinate" in s.impls for s in selected):
+        ok_proc, why_proc, versions["procrastinate"] = procrastinate_status()
+        candidates.append(("procrastinate", ok_proc, why_proc))
+    for impl, good, reason in candidates:
         if impl not in wanted:
             skipped[impl] = "not selected (--impls)"
         elif good:
@@ -457,80 +738,129 @@ def main(argv=None):
     for impl, reason in skipped.items():
         log(f"{impl}: n/a ({reason})")
 
+    # One throwaway PostgreSQL server for the pg_* scenarios, when any is selected.
+    pg, pg_skip, pg_notes = None, None, []
+    if any(s.pg for s in selected):
+        try:
+            pg = PgRuns()
+            log(f"PostgreSQL: {pg.describe()}")
+        except Exception as exc:  # noqa: BLE001 - PostgresUnavailable, ImportError...
+            pg_skip = f"{type(exc).__name__}: {exc}"
+            log(f"PostgreSQL scenarios skipped: {pg_skip}")
+        if pg is not None and "peer" in available and not peer_pg_status():
+            pg_notes.append("peer: left out of pg_* (its PostgresBackend needs psycopg2)")
+
     started = time.perf_counter()
     all_rows, raw, failures = [], {}, {}
-    for scenario in SCENARIOS:
-        if scenario.name not in only:
-            continue
-        log(f"[{scenario.name}] {scenario.title}")
-        impls = [i for i in scenario.impls if i in available]
-        files, prep_problems = {}, {}
-        if scenario.history:
-            for impl in list(impls):
-                for variant, rows in (("big", big_rows), ("small", small_rows)):
-                    if variant not in scenario.variants:
-                        continue
-                    if impl == "plain":
-                        files[(impl, variant)] = (None, rows)
-                        continue
-                    path, problem = history_file(impl, rows, args.quick)
-                    if problem:
-                        prep_problems[impl] = f"prep {rows} rows: {problem}"
-                        impls.remove(impl)
-                        break
-                    files[(impl, variant)] = (path, rows)
-        n_rounds = rounds or scenario.rounds
-        n_rounds = min(n_rounds, scenario.rounds_cap or n_rounds)
-        runs = {impl: [] for impl in impls}
-        for r in range(n_rounds):
-            order = impls[r % len(impls) :] + impls[: r % len(impls)] if impls else []
-            for impl in order:
-                by_variant = {}
-                variants = list(scenario.variants)
-                variants = variants[r % len(variants) :] + variants[: r % len(variants)]
-                for variant in variants:
-                    argv = [scenario.name, impl, *scenario.variants[variant]]
-                    if variant:
-                        argv += ["--variant", variant]
-                    if args.quick:
-                        argv.append("--quick")
-                    if args.profile and impl == "ours":
-                        argv.append("--profile")
-                    if (impl, variant) in files:
-                        path, rows = files[(impl, variant)]
-                        argv += ["--rows", str(rows)] + (["--db", str(path)] if path else [])
-                    result = run_worker(argv, scenario.timeout)
-                    by_variant[variant] = result
-                    summary = ", ".join(
-                        f"{m.label} {fmt_value(m, m.value({variant: result}))}"
-                        for m in scenario.measures
-                        if m.variant == variant
-                    )
-                    status = (
-                        "ok" if result.get("ok") else "FAILED: " + "; ".join(result["problems"])
-                    )
-                    log(f"  round {r + 1}/{n_rounds} {impl:5} {variant:5} {summary}  [{status}]")
-                runs[impl].append(by_variant)
-        rows, bad = summarize(scenario, runs, [i for i in available if i in impls])
-        for impl, problem in prep_problems.items():
-            bad.setdefault(impl, []).append(problem)
-            for row in rows:
-                row[impl] = "n/a"
-                if impl == "ours" and row["verdict"]:
-                    row["verdict"] = "FAIL"
-        all_rows.extend(rows)
-        raw[scenario.name] = runs
-        if bad:
-            failures[scenario.name] = bad
+    try:
+        for scenario in selected:
+            log(f"[{scenario.name}] {scenario.title}")
+            if scenario.pg and pg is None:
+                log("  skipped: no PostgreSQL server")
+                rows, _ = summarize(scenario, {}, [])
+                all_rows.extend(rows)
+                continue
+            impls = [i for i in scenario.impls if i in available]
+            if scenario.pg and pg_notes and "peer" in impls:
+                impls.remove("peer")
+            files, prep_problems = {}, {}
+            if scenario.history:
+                for impl in list(impls):
+                    for variant in scenario.variants_of(impl):
+                        rows = small_rows if variant == "small" else big_rows
+                        if impl == "plain":
+                            files[(impl, variant)] = (None, rows)
+                            continue
+                        if variant == "pg":
+                            path, problem = pg.history(impl, rows)
+                        else:
+                            path, problem = history_file(impl, rows, args.quick)
+                        if problem:
+                            prep_problems[impl] = f"prep {rows} rows: {problem}"
+                            impls.remove(impl)
+                            break
+                        files[(impl, variant)] = (path, rows)
+            n_rounds = rounds or scenario.rounds
+            n_rounds = min(n_rounds, scenario.rounds_cap or n_rounds)
+            runs = {impl: [] for impl in impls}
+            for r in range(n_rounds):
+                order = impls[r % len(impls) :] + impls[: r % len(impls)] if impls else []
+                for impl in order:
+                    by_variant = {}
+                    variants = scenario.variants_of(impl)
+                    variants = variants[r % len(variants) :] + variants[: r % len(variants)]
+                    for variant in variants:
+                        extra = scenario.variants[variant]
+                        argv = [scenario.name, impl, *extra]
+                        if variant:
+                            argv += ["--variant", variant]
+                        if args.quick:
+                            argv.append("--quick")
+                        if args.profile and impl == "ours":
+                            argv.append("--profile")
+                        database = None
+                        if (impl, variant) in files:
+                            path, rows = files[(impl, variant)]
+                            argv += ["--rows", str(rows)]
+                            if isinstance(path, PgTemplate):
+                                database = pg.fresh(template=path.name)
+                            elif path:
+                                argv += ["--db", str(path)]
+                        elif scenario.pg and impl != "plain" and "--sqlite" not in extra:
+                            database = pg.fresh()
+                        if database:
+                            argv += ["--pg-url", database]
+                        try:
+                            result = run_worker(argv, scenario.timeout)
+                        finally:
+                            if database:
+                                pg.drop(database)
+                        by_variant[variant] = result
+                        summary = ", ".join(
+                            f"{m.label} {fmt_value(m, m.value({m.variant: result}))}"
+                            for m in scenario.measures
+                            if m.variant == variant or impl in scenario.shared
+                        )
+                        status = (
+                            "ok" if result.get("ok") else "FAILED: " + "; ".join(result["problems"])
+                        )
+                        log(
+                            f"  round {r + 1}/{n_rounds} {impl:5} {variant:5} {summary}  [{status}]"
+                        )
+                    if impl in scenario.shared:  # its one run stands for every variant
+                        by_variant = {v: by_variant[variants[0]] for v in scenario.variants}
+                    runs[impl].append(by_variant)
+            rows, bad = summarize(scenario, runs, [i for i in available if i in impls])
+            for impl, problem in prep_problems.items():
+                bad.setdefault(impl, []).append(problem)
+                for row in rows:
+                    row[impl] = "n/a"
+                    if impl == "ours" and row["verdict"]:
+                        row["verdict"] = "FAIL"
+            all_rows.extend(rows)
+            raw[scenario.name] = runs
+            if bad:
+                failures[scenario.name] = bad
+    finally:
+        pg_described = pg.describe() if pg is not None else None
+        if pg is not None:
+            pg.cleanup()
 
     elapsed = time.perf_counter() - started
     header = (
         f"taskflow benchmarks, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
         f"peer fastapi-taskflow {peer_version or 'n/a'}, "
-        f"rounds {rounds or '3 (in-process enqueue: 9, sse: 5)'}"
+        f"rounds {rounds or '3 (in-process enqueue: 9, sse and pg_persist_enqueue: 5)'}"
         f"{' (quick)' if args.quick else ''}, {elapsed:.0f} s"
     )
+    if pg_described:
+        header += f"\nPostgreSQL: {pg_described}"
+    if versions.get("procrastinate") and "procrastinate" in available:
+        header += (
+            f"\nprocrastinate {versions['procrastinate']} (psycopg 3), its worker in a child "
+            f"process, concurrency {PROCRASTINATE_CONCURRENCY}"
+        )
     if "ours" in available:
         commit = subprocess.run(
             ["git", "log", "-1", "--format=%h", "--", str(VENDOR)],
@@ -568,7 +898,10 @@ def main(argv=None):
         )
     print(header)
     print()
-    print(text_table(all_rows))
+    columns = (
+        COLUMNS_PROCRASTINATE if any("procrastinate" in s.impls for s in selected) else COLUMNS
+    )
+    print(text_table(all_rows, columns))
     print()
     print("Values are medians over rounds; ratios are medians of per-round ratios (ours ÷ other);")
     print("per-round lists the ratio the first target uses (or ours' values for absolute targets).")
@@ -581,6 +914,9 @@ def main(argv=None):
             notes.append(f"  {scenario.name} / {impl}: {note}")
     for impl, reason in skipped.items():
         notes.append(f"  {impl}: n/a ({reason})")
+    if pg_skip:
+        notes.append(f"  pg_*: skipped, no PostgreSQL server ({pg_skip})")
+    notes.extend(f"  {note}" for note in pg_notes)
     if notes:
         print("Notes:")
         print("\n".join(notes))
@@ -595,7 +931,7 @@ def main(argv=None):
     latest.mkdir(parents=True, exist_ok=True)
     md_paths = [latest / "latest.md"] + ([Path(args.markdown)] if args.markdown else [])
     for md in md_paths:
-        md.write_text(header + "\n\n" + markdown_table(all_rows) + "\n")
+        md.write_text(header + "\n\n" + markdown_table(all_rows, columns) + "\n")
     for out in [latest / "latest.json"] + ([Path(args.json_out)] if args.json_out else []):
         out.write_text(
             json.dumps(
@@ -605,6 +941,7 @@ def main(argv=None):
                     "raw": raw,
                     "failures": failures,
                     "skipped": skipped,
+                    "pg_skipped": pg_skip,
                 },
                 indent=1,
                 default=str,
