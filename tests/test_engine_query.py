@@ -433,6 +433,7 @@ async def test_q_matches_id_prefix_name_error_and_tag_values_the_same_everywhere
             tm.with_options(tags={"customer": "ACME corp"}).add_task(send_invoice, 1),
             tm.add_task(send_invoice, 2),
             tm.with_options(tags={"declined": "no"}).add_task(send_invoice, 3),
+            tm.with_options(tags={"note": 'say "hi" \\ 50% ünï'}).add_task(send_invoice, 4),
         ]
         for task_id in ids:
             await reaches(tm, task_id)
@@ -445,6 +446,8 @@ async def test_q_matches_id_prefix_name_error_and_tag_values_the_same_everywhere
         assert await found(ids[0][:8].upper()) == {ids[0]}  # id prefix, any case
         assert await found(ids[0][4:12]) == set()  # not the middle of an id
         assert await found("INVOICE") == set(ids)  # part of the function name
+        assert await found('"hi" \\ 50%') == {ids[3]}  # quotes, backslash, % in a tag value
+        assert await found("ünï") == {ids[3]}  # not ASCII
         assert await found("declined") == {ids[1]}  # the error; a tag *key* does not count
         assert await found("acme") == {ids[0]}  # a tag value
         assert await found("100%") == set()  # LIKE's wildcards are literal

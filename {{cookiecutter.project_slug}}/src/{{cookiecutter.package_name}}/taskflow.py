@@ -888,6 +888,7 @@ _BRIEF_COLUMNS = (  # _brief_dict's arguments, in order
     "retry_of, owner"
 )
 _UNFINISHED = "status IN ('pending', 'running')"
+_SEARCH_TOTAL_CAP = 10_000  # a q search's total counts at most this many matches
 _FINISHED = "status IN ('success', 'failed', 'cancelled', 'interrupted')"
 # Login attempts, counted by the throttle on every host (keys are digests).
 _LOGIN_ATTEMPTS = [
@@ -1353,13 +1354,13 @@ class _Storage:
             clauses.append("func_name = ?")
             params.append(func_name)
         if q:  # _Store.page's definition: id prefix, or part of name, error or a tag value
-            like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = _like(q)
             part = "%" + like + "%"
             clauses.append(
                 f"(task_id LIKE ? ESCAPE '\\' OR func_name {self.like} ? ESCAPE '\\' "
                 f"OR error {self.like} ? ESCAPE '\\' OR {self.tag_value_like})"
             )
-            params.extend([like.lower() + "%", part, part, part])
+            params.extend([like.lower() + "%", part, part, _raw_tags_like(q), part])
         if lo is not None:
             clauses.append("created_at >= ?")
             params.append(lo)
@@ -1372,6 +1373,12 @@ class _Storage:
         order = f"{sort} {direction}{nulls}, created_at {direction}, task_id {direction}"
         if not (q or lo is not None or hi is not None):
             count = f"SELECT coalesce(sum(n), 0) FROM task_counts{where}"
+        elif q:
+            # A search has no index: its total stops at _SEARCH_TOTAL_CAP matches, so a
+            # common word does not scan the whole history just to be counted.
+            count = (
+                f"SELECT count(*) FROM (SELECT 1 FROM tasks{where} LIMIT {_SEARCH_TOTAL_CAP}) AS m"
+            )
         else:
             count = f"SELECT count(*) FROM tasks{where}"
         # The total rides along as an extra column: one round trip.
@@ -1505,6 +1512,18 @@ class _Storage:
         ]
 
 
+def _like(text: str) -> str:
+    """``text`` with LIKE's wildcards and escape character escaped (ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _raw_tags_like(q: str) -> str:
+    """The pattern that the raw JSON text of ``tags`` must match for a value to contain
+    ``q``: a cheap test before the JSON function. JSON escapes what is not ASCII, so
+    only an ASCII ``q`` narrows it (case folding of escapes would not match)."""
+    return "%" + _like(_compact_json(q)[1:-1]) + "%" if q.isascii() else "%"
+
+
 def _storage_for(target: str, owner: str) -> _Storage:
     """The storage ``snapshot_db`` names: a PostgreSQL URL, else a SQLite file path."""
     if _is_postgres_url(target):
@@ -1555,7 +1574,11 @@ class _SQLiteStorage(_Storage):
     """One SQLite file through aiosqlite (WAL), shared safely by the processes of a host."""
 
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
-    tag_value_like = "EXISTS (SELECT 1 FROM json_each(tags) WHERE value LIKE ? ESCAPE '\\')"
+    # The raw JSON text is tested first: the JSON function runs only on rows it may match.
+    tag_value_like = (
+        "(tags LIKE ? ESCAPE '\\' AND "
+        "EXISTS (SELECT 1 FROM json_each(tags) WHERE value LIKE ? ESCAPE '\\'))"
+    )
     row_errors = (
         ValueError,
         OverflowError,
@@ -1799,7 +1822,8 @@ class _PostgresStorage(_Storage):
     now_sql = "extract(epoch from clock_timestamp())::float8"
     like = "ILIKE"
     tag_value_like = (
-        "EXISTS (SELECT 1 FROM json_each_text(tags::json) AS t WHERE t.value ILIKE ? ESCAPE '\\')"
+        "(tags ILIKE ? ESCAPE '\\' AND "
+        "EXISTS (SELECT 1 FROM json_each_text(tags::json) AS t WHERE t.value ILIKE ? ESCAPE '\\'))"
     )
 
     def __init__(self, target: str, owner: str) -> None:
@@ -1827,7 +1851,12 @@ class _PostgresStorage(_Storage):
     def _connect_args(self) -> dict[str, Any]:
         return {
             "dsn": self.dsn,
-            "server_settings": {"search_path": self.schema, "application_name": "taskflow"},
+            # JIT compiles the search's scan for tens of milliseconds on every call: off.
+            "server_settings": {
+                "search_path": self.schema,
+                "application_name": "taskflow",
+                "jit": "off",
+            },
             "timeout": 10.0,
         }
 
@@ -1835,7 +1864,12 @@ class _PostgresStorage(_Storage):
         self._home = asyncio.get_running_loop()
         try:
             self.pool = await self.asyncpg.create_pool(
-                min_size=1, max_size=4, command_timeout=60.0, **self._connect_args()
+                min_size=1,
+                max_size=4,
+                command_timeout=60.0,
+                # A 1,000-row upsert is ~150 KB of SQL: cached, it is not parsed again.
+                max_cacheable_statement_size=1024 * 1024,
+                **self._connect_args(),
             )
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_LOCK)
@@ -1888,16 +1922,21 @@ class _PostgresStorage(_Storage):
         # upsert is idempotent: try it again, after a short random pause.
         for attempt in range(1, 6):
             try:
-                return await super()._upsert(chunk)
+                # The other instances' dashboards are told in the same statement (a
+                # notification is delivered at commit), not in a second round trip.
+                await self.execute(
+                    "WITH written AS ("
+                    + _UPSERT_HEAD
+                    + ", ".join([_ROW_MARKS] * len(chunk))
+                    + _UPSERT_TAIL
+                    + " RETURNING 1) SELECT pg_notify(?, ?)",
+                    [*(value for row in chunk for value in row), self.channel, self.owner],
+                )
+                return
             except self.asyncpg.TransactionRollbackError:
                 if attempt == 5:
                     raise
                 await asyncio.sleep(random.uniform(0.002, 0.02) * attempt)
-
-    async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> None:
-        await super().write(rows, heartbeat=heartbeat)
-        if rows:  # tell the other processes' dashboards (delivered at commit)
-            await self.execute("SELECT pg_notify(?, ?)", (self.channel, self.owner))
 
     async def listen(self, callback: Callable[[], None]) -> None:
         if self._listener is not None and not self._listener.is_closed():
