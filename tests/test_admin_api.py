@@ -19,10 +19,11 @@ import urllib.parse
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import httpx
 import pytest
 import taskflow
 from apps.db_support import db_execute, is_postgres
-from apps.engine_support import wait_until
+from apps.engine_support import reaches, started, wait_until
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from taskflow import TaskAdmin, TaskManager, task_log
@@ -1150,3 +1151,27 @@ def test_bulk_retry_non_utf8_body_is_not_500(env, ctype):
     r = env.c.post("/tasks/bulk-retry", content=b"\xff\xfe", headers={"content-type": ctype})
     assert r.status_code < 500
     assert r.status_code in (400, 415, 422)
+
+
+@pytest.mark.parametrize("how", ["root_path", "mounted"])
+async def test_link_is_relative_and_keeps_the_prefix(how):
+    tm = TaskManager()
+    inner = FastAPI()
+    TaskAdmin(inner, tm)
+    if how == "mounted":
+        app = FastAPI()
+        app.mount("/svc", inner)
+        prefix = "/svc"
+    else:
+        app, prefix = inner, ""
+    async with started(tm):
+        ids = [tm.add_task(ok) for _ in range(5)]
+        for task_id in ids:
+            await reaches(tm, task_id)
+        transport = httpx.ASGITransport(app=app, root_path="/svc" if how == "root_path" else "")
+        async with httpx.AsyncClient(transport=transport, base_url="http://upstream:8101") as http:
+            r = await http.get(f"{prefix}/tasks", params={"limit": 2})
+    link = r.headers["link"]
+    assert link.startswith("</svc/tasks?") and link.endswith('>; rel="next"'), link
+    assert "upstream" not in link and "8101" not in link
+    assert "offset=2" in link and "limit=2" in link

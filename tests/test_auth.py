@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import re
 import threading
 import time
@@ -992,3 +993,101 @@ def test_allowed_hosts_is_validated_at_construction():
         TaskAdmin(FastAPI(), tm, allowed_hosts="tasks.internal")
     with pytest.raises(ValueError, match="allowed_hosts"):
         TaskAdmin(FastAPI(), tm, allowed_hosts=["http://tasks.internal/"])
+
+
+# --------------------------------------------------------------------------- behind proxies
+
+
+def test_a_same_origin_browser_request_is_accepted_behind_a_proxy_that_rewrites_host(env):
+    # nginx `proxy_pass` sends Host 127.0.0.1:8101; the browser's Origin is :8080.
+    task_id = run(env, boom)
+    cookie = logged_in(env.c)
+    page_token = data_csrf(with_cookie(env, cookie).get("/tasks/dashboard").text)
+    proxied = {
+        "host": "127.0.0.1:8101",
+        "origin": "http://127.0.0.1:8080",
+        "sec-fetch-site": "same-origin",
+        "x-csrf-token": page_token,
+    }
+    r = with_cookie(env, cookie).post(f"/tasks/{task_id}/retry", headers=proxied)
+    assert r.status_code == 200, r.text
+    # Without Sec-Fetch-Site (an older browser) the Origin must match: refused ...
+    old = {k: v for k, v in proxied.items() if k != "sec-fetch-site"}
+    assert with_cookie(env, cookie).post(f"/tasks/{task_id}/retry", headers=old).status_code == 403
+    # ... unless the origin is allowed explicitly.
+    # Real cross-site requests stay refused however the proxy sets Host.
+    evil = {**proxied, "origin": "http://evil.example", "sec-fetch-site": "cross-site"}
+    assert with_cookie(env, cookie).post(f"/tasks/{task_id}/retry", headers=evil).status_code == 403
+
+
+def test_allowed_origins_accept_an_unusual_proxy_set_up(make):
+    env = make(allowed_origins=["https://tasks.example.com"])
+    task_id = run(env, boom)
+    cookie = logged_in(env.c)
+    token = data_csrf(with_cookie(env, cookie).get("/tasks/dashboard").text)
+    headers = {"origin": "https://tasks.example.com", "x-csrf-token": token}
+    assert (
+        with_cookie(env, cookie).post(f"/tasks/{task_id}/retry", headers=headers).status_code == 200
+    )
+    headers["origin"] = "https://other.example.com"
+    assert (
+        with_cookie(env, cookie).post(f"/tasks/{task_id}/retry", headers=headers).status_code == 403
+    )
+    with pytest.raises(ValueError, match="allowed_origins"):
+        make(allowed_origins=["tasks.example.com/path"])
+
+
+def test_a_refused_browser_form_gets_a_readable_page(env):
+    r = env.c.post(
+        "/tasks/auth/login",
+        data={"username": "admin", "password": "secret"},
+        headers={"origin": "https://evil.com", "accept": "text/html,*/*"},
+    )
+    assert r.status_code == 403
+    assert r.headers["content-type"].startswith("text/html")
+    assert "Request refused" in r.text and "allowed_origins" in r.text
+
+
+def test_a_bookmarked_filtered_view_survives_the_login(env):
+    r = env.c.get("/tasks/dashboard?status=failed&q=abc", follow_redirects=False)
+    assert r.status_code in (302, 303)
+    login_url = r.headers["location"]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(login_url).query)
+    assert query["next"] == ["/tasks/dashboard?status=failed&q=abc"]
+    page = env.c.get(login_url)
+    token = hidden(page.text, "csrf_token")
+    done = env.c.post(
+        "/tasks/auth/login",
+        data={
+            "username": "admin",
+            "password": "secret",
+            "csrf_token": token,
+            "next": html.unescape(hidden(page.text, "next")),
+        },
+        headers={"origin": SAME_ORIGIN},
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == "/tasks/dashboard?status=failed&q=abc"
+
+
+def test_machines_read_metrics_and_health_with_a_token_or_basic_auth(make):
+    import base64
+
+    env = make(metrics_token="scrape-token-0123456789")
+    anonymous = env.client()
+    for route in ("/tasks/metrics", "/tasks/metrics/prometheus", "/tasks/health"):
+        assert anonymous.get(route).status_code == 401, route
+        bearer = {"authorization": "Bearer scrape-token-0123456789"}
+        assert anonymous.get(route, headers=bearer).status_code in (200, 503), route
+        wrong = {"authorization": "Bearer scrape-token-0123456780"}
+        assert anonymous.get(route, headers=wrong).status_code == 401, route
+        basic = {"authorization": "Basic " + base64.b64encode(b"admin:secret").decode()}
+        assert anonymous.get(route, headers=basic).status_code in (200, 503), route
+    # The token opens nothing else.
+    assert anonymous.get("/tasks", headers=bearer).status_code == 401
+    assert anonymous.post("/tasks/retry-failed", headers=bearer).status_code == 401
+    # Liveness needs nothing and tells nothing about tasks.
+    live = anonymous.get("/tasks/health/live")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    with pytest.raises(ValueError, match="metrics_token"):
+        make(metrics_token="short")

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from apps.engine_support import reaches, rows, scalar, serve, started, status_of
+from apps.engine_support import client, lifespan, reaches, rows, scalar, serve, started, status_of
 from fastapi import Depends, FastAPI
 from taskflow import TaskAdmin, TaskContext, TaskManager, TaskStatus
 
@@ -468,3 +468,51 @@ async def test_seed_page_snippet_runs(snippet: str, tmp_path: Path, monkeypatch)
         assert (tmp_path / "tasks.db").exists()
     if "log_file" in code:
         assert task_id in (tmp_path / "tasks.log").read_text()
+
+
+# -- mounted apps ------------------------------------------------------------------------
+
+
+def _inner_app():
+    tm = TaskManager()
+    inner = FastAPI()
+    TaskAdmin(inner, tm)
+
+    @inner.post("/work")
+    async def work(tasks=Depends(tm.get_tasks)):
+        return {"task_id": tasks.add_task(asyncio.sleep, 0)}
+
+    return tm, inner
+
+
+async def test_a_mounted_app_without_its_lifespan_says_so_once(caplog):
+    tm, inner = _inner_app()
+    outer = FastAPI()
+    outer.mount("/svc", inner)  # Starlette does not run the inner app's lifespan
+    async with lifespan(outer), client(outer) as http:
+        with caplog.at_level("ERROR", logger="taskflow"):
+            for _ in range(3):
+                assert (await http.post("/svc/work")).status_code == 200
+        errors = [r for r in caplog.records if "never started" in r.getMessage()]
+        assert len(errors) == 1 and "mount" in errors[0].getMessage()
+        live = await http.get("/svc/tasks/health/live")
+        assert live.status_code == 503 and live.json() == {"status": "stopped"}
+
+
+async def test_the_documented_mounting_runs_the_inner_lifespan():
+    tm, inner = _inner_app()
+
+    @asynccontextmanager
+    async def outer_lifespan(app):
+        async with inner.router.lifespan_context(inner):  # docs/lifecycle.md, "Mounted apps"
+            yield
+
+    outer = FastAPI(lifespan=outer_lifespan)
+    outer.mount("/svc", inner)
+    async with lifespan(outer), client(outer) as http:
+        task_id = (await http.post("/svc/work")).json()["task_id"]
+        assert (await reaches(tm, task_id)).status.value == "success"
+        assert (await http.get("/svc/tasks/health/live")).json() == {"status": "ok"}
+        page = await http.get("/svc/tasks", params={"limit": 1})
+        assert page.status_code == 200
+    assert not tm._started  # and it stopped with the outer app

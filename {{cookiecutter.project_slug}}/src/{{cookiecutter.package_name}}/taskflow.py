@@ -24,6 +24,7 @@ Copyright (c) 2026 the taskflow authors. SPDX-License-Identifier: MIT
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import contextvars
 import csv
@@ -58,6 +59,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
+from html import escape as html_escape
 from typing import Any, Literal
 
 import aiosqlite
@@ -2740,6 +2742,7 @@ class TaskManager:
         self._lifespan_apps: set[int] = set()
         self._last_refresh = 0.0
         self._poll_interval = 30.0  # re-read a shared database this often (TaskAdmin's)
+        self._warned_not_started = False
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -2972,6 +2975,15 @@ class TaskManager:
         if job.context is None:
             job.context = contextvars.copy_context()  # it runs in a copy of this context
         if self._loop is None or self._closing:
+            if self._loop is None and not self._warned_not_started and _in_event_loop():
+                self._warned_not_started = True
+                logger.error(
+                    "taskflow: a task was added while an event loop runs, but this "
+                    "TaskManager was never started, so it waits. The app's lifespan did not "
+                    "run: an app mounted with outer.mount(...) does not get one. Run the "
+                    "inner app's lifespan from the outer app's (see docs/lifecycle.md, "
+                    "'Mounted apps'), or call task_manager.startup() yourself."
+                )
             self._backlog.append(job)
             return
         self._released.append(job)
@@ -3726,6 +3738,14 @@ def _new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - async callable objects
@@ -3941,19 +3961,46 @@ class _Throttle:
 _SESSION_COOKIE = "taskflow_token"  # the peer's name: proxies and tests that name it keep working
 
 
-def _same_site(request: Request) -> bool:
-    """False when the browser tells us the request comes from another site."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        return False
-    source = request.headers.get("origin") or request.headers.get("referer")
-    if not source or source == "null":
+def _same_site(request: Request, allowed_origins: frozenset[str] = frozenset()) -> bool:
+    """False when the browser tells us the request comes from another site.
+
+    Modern browsers say so in ``Sec-Fetch-Site``, which no page can forge and no
+    proxy rewrites: that decides when present. Otherwise ``Origin`` (or ``Referer``)
+    must name this site: the ``Host`` the app sees, the ``X-Forwarded-Host`` of a
+    proxy uvicorn trusts (``--forwarded-allow-ips``), or one of ``allowed_origins``.
+    A request with none of these headers is not from a browser: allowed.
+    """
+    headers = request.headers
+    source = headers.get("origin") or headers.get("referer")
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site in ("same-origin", "none"):
+        return True
+    if fetch_site is None and not source:
         return source is None
+    if not source or source == "null":
+        return False
     try:
         parsed = urllib.parse.urlsplit(source)
     except ValueError:  # e.g. "http://[": unparseable, so not provably ours
         return False
-    host = request.headers.get("host", "")
-    return parsed.netloc.lower() == host.lower() and parsed.scheme in ("http", "https")
+    if parsed.scheme not in ("http", "https"):
+        return False
+    if f"{parsed.scheme}://{parsed.netloc}".lower() in allowed_origins:
+        return True
+    if fetch_site is not None:
+        return False  # cross-site or same-site (another subdomain): only allowed_origins
+    netloc = parsed.netloc.lower()
+    return netloc == headers.get("host", "").lower() or (
+        _proxy_trusted(request) and netloc == headers.get("x-forwarded-host", "").lower()
+    )
+
+
+def _proxy_trusted(request: Request) -> bool:
+    """Whether uvicorn applied this request's X-Forwarded-For (so it trusts the proxy):
+    it then reports the forwarded client as the request's client."""
+    forwarded = request.headers.get("x-forwarded-for")
+    client = request.client.host if request.client else None
+    return bool(forwarded and client) and client in (h.strip() for h in forwarded.split(","))
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -3979,6 +4026,20 @@ def _allowed_hosts(hosts: Any) -> frozenset[str]:
                 f"path), or '*'; got {host!r}"
             )
     return frozenset(h.lower() for h in hosts)
+
+
+def _allowed_origins(origins: Any) -> frozenset[str]:
+    if origins is None:
+        return frozenset()
+    if isinstance(origins, str) or not isinstance(origins, (list, tuple, set, frozenset)):
+        raise TypeError(f"allowed_origins must be a list of origins, got {origins!r}")
+    for origin in origins:
+        if not isinstance(origin, str) or not re.fullmatch(r"https?://[^/?#\s]+", origin):
+            raise ValueError(
+                f"allowed_origins takes origins like 'https://tasks.example.com' (scheme, "
+                f"host and optional port; no path); got {origin!r}"
+            )
+    return frozenset(o.lower() for o in origins)
 
 
 def _from_browser(request: Request) -> bool:
@@ -4137,10 +4198,14 @@ class _Admin:
         title: str,
         display_func_args: bool,
         allowed_hosts: frozenset[str] = frozenset(),
+        allowed_origins: frozenset[str] = frozenset(),
+        metrics_token: str | None = None,
     ) -> None:
         self.manager = manager
         self.path = path
         self.allowed_hosts = allowed_hosts
+        self.allowed_origins = allowed_origins
+        self.metrics_token = metrics_token.encode() if metrics_token else None
         self.backend = backend
         self.secret = secret.encode("utf-8", "surrogatepass")
         self.sessions = URLSafeTimedSerializer(secret, salt="taskflow-session")
@@ -4222,9 +4287,43 @@ class _Admin:
             raise HTTPException(401, "Unauthorized", headers={"Cache-Control": "no-store"})
         return str(session["u"])
 
+    async def machine(self, request: Request) -> str:
+        """Dependency of the routes tools read (metrics, Prometheus, health): a session,
+        or ``Authorization: Bearer <metrics_token>``, or HTTP Basic with a user."""
+        if self.backend is None:
+            return "anonymous"
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer" and self.metrics_token is not None:
+            if hmac.compare_digest(credentials.strip().encode(), self.metrics_token):
+                return "metrics-token"
+        elif scheme == "basic":
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                decoded = ""
+            username, sep, password = decoded.partition(":")
+            client = request.client.host if request.client else "?"
+            keys = self.throttle.keys(client, username)
+            token, wait = await self.throttle.reserve(keys)
+            if wait:
+                raise HTTPException(
+                    429, "Too many failed attempts", headers={"Retry-After": str(wait)}
+                )
+            if sep and username and password and await self.check(username, password):
+                await self.throttle.release(token)
+                return username
+        elif not scheme:
+            return await self.user(request)
+        raise HTTPException(
+            401,
+            "Unauthorized",
+            headers={"WWW-Authenticate": 'Basic realm="taskflow"', "Cache-Control": "no-store"},
+        )
+
     async def guard_write(self, request: Request) -> str:
         """Dependency for state-changing routes: cross-site check, CSRF token, then user."""
-        if not _same_site(request):
+        if not _same_site(request, self.allowed_origins):
             raise HTTPException(403, "cross-site request refused")
         if self.backend is None and not self.host_allowed(request):
             # Without a login, DNS rebinding would pass the same-site check (Host and
@@ -4305,8 +4404,9 @@ class _Admin:
                 "X-Change-Source": self.changes_source,
             }
             if offset + limit < total:
+                # Relative (RFC 8288): right behind any proxy, port or prefix.
                 url = request.url.include_query_params(offset=offset + limit, limit=limit)
-                headers["Link"] = f'<{url}>; rel="next"'
+                headers["Link"] = f'<{self.base(request)}?{url.query}>; rel="next"'
             if args:
                 page = [r.to_dict(include_args=True, brief=True) for r in page]
             return _json(page, 200, headers)
@@ -4362,15 +4462,22 @@ class _Admin:
     def _monitoring_routes(self, router: APIRouter) -> None:
         """Metrics (JSON and Prometheus), health, the audit trail, registered functions."""
         read = [Depends(self.user)]
+        machine = [Depends(self.machine)]  # also a metrics_token or HTTP Basic
         manager = self.manager
 
-        @router.get("/metrics", dependencies=read, summary="Counts, rates and durations")
+        @router.get("/health/live", summary="Liveness: 200 while the manager runs (no auth)")
+        async def live() -> Response:
+            # Status only, no task data: safe for a probe that cannot log in.
+            running = manager._started and not manager._closing
+            return _json({"status": "ok" if running else "stopped"}, 200 if running else 503)
+
+        @router.get("/metrics", dependencies=machine, summary="Counts, rates and durations")
         async def metrics() -> dict[str, Any]:
             return manager.metrics()
 
         @router.get(
             "/metrics/prometheus",
-            dependencies=read,
+            dependencies=machine,
             response_class=PlainTextResponse,
             summary="Metrics in the Prometheus text format",
         )
@@ -4379,7 +4486,7 @@ class _Admin:
                 _prometheus(manager.metrics()), media_type="text/plain; version=0.0.4"
             )
 
-        @router.get("/health", dependencies=read, summary="200 when healthy, 503 when not")
+        @router.get("/health", dependencies=machine, summary="200 when healthy, 503 when not")
         async def health() -> Response:
             now = time.time()
             stuck = [
@@ -4601,7 +4708,9 @@ class _Admin:
         async def dashboard(request: Request) -> Response:
             base = self.base(request)
             if self.backend is not None and await self.session(request) is None:
-                target = urllib.parse.quote(request.url.path, safe="/")
+                # The whole view, filters included: a bookmarked filter survives the login.
+                view = base + "/dashboard" + (f"?{request.url.query}" if request.url.query else "")
+                target = urllib.parse.quote(view, safe="/")
                 return RedirectResponse(f"{base}/auth/login?next={target}", 303)
             html = self.templates.get_template("dashboard.html").render(
                 title=self.title,
@@ -4751,7 +4860,12 @@ class _Admin:
             data = manager.metrics()
             db = manager._db
             kept = data["total"] if db is not None and db.ready else len(store.records)
-            extra = {"seq": store.seq, "source": self.changes_source, "kept": kept}
+            extra = {
+                "seq": store.seq,
+                "source": self.changes_source,
+                "kept": kept,
+                "manager_running": manager._started,
+            }
             metrics = _sse("metrics", {**data, **extra})
             cached = self.metrics_cache = (store.seq, store.funcs, metrics, now)
         return cached[2], cached[0] >= seen
@@ -4765,8 +4879,8 @@ class _Admin:
 
         @router.post("/login")
         async def login(request: Request) -> Response:
-            if not _same_site(request):
-                return _json({"detail": "cross-site request refused"}, 403)
+            if not _same_site(request, self.allowed_origins):
+                return self.refused(request)
             form = await _read_form(request)
             if isinstance(form, Response):
                 return form
@@ -4827,19 +4941,33 @@ class _Admin:
 
         @router.post("/logout")
         async def logout_post(request: Request) -> Response:
-            if not _same_site(request):
-                return _json({"detail": "cross-site request refused"}, 403)
+            if not _same_site(request, self.allowed_origins):
+                return self.refused(request)
             return await logout(request)
 
         @router.get("/logout")
         async def logout_get(request: Request) -> Response:
             # A link may sign out, but only one on this site: a top-level navigation
             # from another site would otherwise log anyone out.
-            if not _same_site(request):
-                return _json({"detail": "cross-site request refused"}, 403)
+            if not _same_site(request, self.allowed_origins):
+                return self.refused(request)
             return await logout(request)
 
         return router
+
+    def refused(self, request: Request) -> Response:
+        """403 for a cross-site form: a readable page for a browser, JSON otherwise."""
+        if "text/html" not in request.headers.get("accept", ""):
+            return _json({"detail": "cross-site request refused"}, 403)
+        login = html_escape(self.base(request) + "/auth/login")
+        return self.page(
+            "<!doctype html><meta charset=utf-8><title>Request refused</title>"
+            "<h1>Request refused</h1><p>This form was sent from another site, so it was not "
+            "accepted. If you use this dashboard through a proxy that changes the address, "
+            "see the allowed_origins setting.</p>"
+            f'<p><a href="{login}">Back to sign-in</a></p>',
+            403,
+        )
 
     async def check(self, username: str, password: str) -> bool:
         assert self.backend is not None
@@ -4981,6 +5109,8 @@ class TaskAdmin:
         retention_days: float | None = None,
         display_func_args: bool = False,
         allowed_hosts: list[str] | None = None,
+        allowed_origins: list[str] | None = None,
+        metrics_token: str | None = None,
     ) -> None:
         if not isinstance(app, FastAPI):
             raise TypeError(f"app must be a FastAPI application, got {app!r}")
@@ -5005,6 +5135,11 @@ class TaskAdmin:
         if secret_key is not None and (not isinstance(secret_key, str) or len(secret_key) < 16):
             raise ValueError("secret_key must be a string of at least 16 characters")
         hosts = _allowed_hosts(allowed_hosts)
+        origins = _allowed_origins(allowed_origins)
+        if metrics_token is not None and (
+            not isinstance(metrics_token, str) or len(metrics_token) < 16
+        ):
+            raise ValueError("metrics_token must be a string of at least 16 characters")
         backend = _auth_backend(auth)
         if backend is not None and secret_key is None:
             logger.warning(
@@ -5032,6 +5167,8 @@ class TaskAdmin:
             title,
             display_func_args,
             hosts,
+            origins,
+            metrics_token,
         )
         before = list(app.router.routes)
         if backend is not None:
@@ -5410,7 +5547,8 @@ label { display: flex; flex-direction: column; gap: 4px; font-size: 12px; color:
 .live[data-state="live"] { color: var(--ok); }
 .live[data-state="live"]::before { background: var(--ok); box-shadow: 0 0 0 3px var(--ok-bg); }
 .live[data-state="reconnecting"]::before, .live[data-state="connecting"]::before { background: var(--warn); }
-.live[data-state="offline"] { color: var(--fail); }
+.live[data-state="offline"], .live[data-state="stopped"] { color: var(--fail); }
+.live[data-state="stopped"]::before { background: var(--fail); }
 .live[data-state="offline"]::before { background: var(--fail); }
 
 main {
@@ -6016,6 +6154,12 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     streamSource = m.source ?? null;
     const added = flushArrivals(countedUpTo);
     state.kept = m.kept ?? null;
+    // The page is served but the task manager never started (e.g. a mounted app whose
+    // lifespan did not run): tasks wait, so say so instead of "Live".
+    if (m.manager_running === false) {
+      setLive('stopped');
+      el.live.title = 'The task manager is not running: tasks wait. See docs/lifecycle.md, "Mounted apps".';
+    } else if (el.live.dataset.state === 'stopped') setLive('live');
     state.total += added; // updatePager takes `kept` instead when nothing is filtered
     renderMetrics(m);
     // Rows of tasks dropped from memory (max_history) get no event: reload without them.
@@ -6370,7 +6514,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   // ------------------------------------------------------------ live stream
 
   function setLive(mode) {
-    const text = { live: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…', offline: 'Offline' };
+    const text = { live: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…', offline: 'Offline', stopped: 'Not running' };
     el.live.dataset.state = mode;
     el.live.textContent = text[mode];
   }
