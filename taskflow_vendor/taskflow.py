@@ -294,6 +294,8 @@ class TaskRecord:
         "requeue",
         "durable",
         "instance",
+        "retried_as",
+        "by_name",
     )
 
     def __init__(
@@ -331,6 +333,10 @@ class TaskRecord:
         self.durable = False  # committed to the database at least once
         # The instance (host:pid:random) that owns the task; its TaskManager fills it in.
         self.instance: str | None = None
+        self.retried_as: str | None = None  # the id of the task that retried this one
+        # Its callable is the function registered under func_name, so the name alone
+        # rebuilds it (not so for partials, bound methods, lambdas, unregistered ones).
+        self.by_name = True
 
     created_at = property(lambda self: _dt(self.created), doc="Creation time (UTC).")
     start_time = property(lambda self: _dt(self.started), doc="Start of the first attempt.")
@@ -355,6 +361,7 @@ class TaskRecord:
             dict(self.tags) if self.tags else {},
             self.retry_of,
             self.instance,
+            self.retried_as,
         )
         if not brief:
             data["logs"] = list(self.logs) if self.logs else []
@@ -390,6 +397,7 @@ def _brief_dict(
     tags: dict[str, str],
     retry_of: str | None,
     instance: str | None,
+    retried_as: str | None = None,
 ) -> dict[str, Any]:
     """``TaskRecord.to_dict(brief=True)`` from its parts: a list page builds it from rows."""
     return {
@@ -405,6 +413,7 @@ def _brief_dict(
         "tags": tags,
         "retry_of": retry_of,
         "instance": instance,
+        "retried_as": retried_as,
     }
 
 
@@ -443,7 +452,7 @@ _TIMES = struct.Struct("<3d")
 _STATUSES = tuple(TaskStatus)
 _STATUS_INDEX = {s: i for i, s in enumerate(_STATUSES)}
 _NAN = float("nan")
-_NO_RARE = (None, 0, None, None, None, None, None, None)
+_NO_RARE = (None, 0, None, None, None, None, None, None, None)
 
 
 def _flat(mapping: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -497,6 +506,7 @@ def _freeze(r: TaskRecord) -> tuple[Any, ...]:
         or r.retry_of
         or r.idempotency_key
         or r.attempts
+        or r.retried_as
     ):
         rare = (
             r.error,
@@ -507,6 +517,7 @@ def _freeze(r: TaskRecord) -> tuple[Any, ...]:
             r.retry_of,
             r.idempotency_key,
             tuple(itertools.chain.from_iterable(r.attempts)) if r.attempts else None,
+            r.retried_as,
         )
     started, ended = r.started, r.ended
     return (
@@ -517,7 +528,11 @@ def _freeze(r: TaskRecord) -> tuple[Any, ...]:
         ),
         r.args,
         _flat(r.kwargs),
-        _STATUS_INDEX[r.status] | r.persist << 3 | r.requeue << 4 | r.durable << 5,
+        _STATUS_INDEX[r.status]
+        | r.persist << 3
+        | r.requeue << 4
+        | r.durable << 5
+        | (not r.by_name) << 6,
         rare,
     )
 
@@ -535,14 +550,16 @@ def _thaw(f: tuple[Any, ...]) -> TaskRecord:
     r.kwargs = _unflat(kwargs) if kwargs else _EMPTY_KWARGS
     r.status = _STATUSES[bits & 7]
     r.persist, r.requeue, r.durable = bool(bits & 8), bool(bits & 16), bool(bits & 32)
+    r.by_name = not bits & 64
     r.instance = None
     if rare is None:
         r.error = r.stacktrace = r.logs = r.tags = r.retry_of = r.idempotency_key = None
+        r.retried_as = None
         r.attempts = None
         r.retries_used = 0
     else:
         r.error, r.retries_used, r.stacktrace, logs, tags, r.retry_of = rare[:6]
-        r.idempotency_key, attempts = rare[6:]
+        r.idempotency_key, attempts, r.retried_as = rare[6:]
         r.tags = _unflat(tags) if tags else None
         r.logs = list(logs) if logs else None
         r.attempts = [list(a) for a in _attempt_rows(attempts)] or None
@@ -610,6 +627,8 @@ class _Store:
         # changed since the last database write: TaskRecord or frozen tuple
         self.dirty: dict[str, TaskRecord | tuple[Any, ...]] = {}
         self.idempotency: dict[str, str] = {}  # key -> id of a task in memory
+        # Final tasks that a retry could not rebuild by name: their callables, while kept.
+        self.callables: dict[str, Callable[..., Any]] = {}
         # key -> (id, final status) of tasks that left memory but stay in the database
         self.idempotency_gone: dict[str, tuple[str, TaskStatus]] = {}
         # With a database, changed records wait to be written and evicted ones stay
@@ -777,6 +796,7 @@ class _Store:
                 self.forget(finished.popleft(), evicted=True)
 
     def forget(self, task_id: str, *, evicted: bool = False) -> None:
+        self.callables.pop(task_id, None)
         entry = self.records.pop(task_id, None)
         if entry is None:
             return
@@ -883,11 +903,11 @@ _STALE_AFTER = 30.0  # seconds without heartbeat before another host's process c
 _COLUMNS = (
     "task_id, func_name, status, created_at, start_time, end_time, duration, retries_used, "
     "error, stacktrace, logs, tags, args, kwargs, retry_of, idempotency_key, attempts, "
-    "persist, requeue, owner"
+    "persist, requeue, owner, retried_as"
 )
 _BRIEF_COLUMNS = (  # _brief_dict's arguments, in order
     "task_id, func_name, status, created_at, start_time, end_time, retries_used, error, tags, "
-    "retry_of, owner"
+    "retry_of, owner, retried_as"
 )
 _UNFINISHED = "status IN ('pending', 'running')"
 _SEARCH_TOTAL_CAP = 10_000  # a q search's total counts at most this many matches
@@ -996,6 +1016,7 @@ _UPSERT_TAIL = (
             "attempts",
             "requeue",
             "owner",
+            "retried_as",
         )
         # A process whose tasks another claimed (it stalled past the heartbeat timeout)
         # no longer writes them: the claimant's rows win.
@@ -1051,7 +1072,7 @@ def _row(frozen: tuple[Any, ...], owner: str) -> tuple[Any, ...]:
     """The ``tasks`` row of a frozen record (see ``_freeze``)."""
     task_id, name, _, args, kwargs, bits, rare = frozen
     created, started, ended = _times(frozen)
-    error, retries, stacktrace, logs, tags, retry_of, idem, attempts = rare or _NO_RARE
+    error, retries, stacktrace, logs, tags, retry_of, idem, attempts, retried_as = rare or _NO_RARE
     encoded = _encode_args(args, _unflat(kwargs))
     return (
         task_id,
@@ -1072,8 +1093,10 @@ def _row(frozen: tuple[Any, ...], owner: str) -> tuple[Any, ...]:
         idem,
         _json_or_none(_attempt_rows(attempts)),
         int(bool(bits & 8)),
-        int(bool(bits & 16) and encoded is not None),
+        # requeue holds two flags: 1 run again after a restart, 2 not rebuildable by name.
+        int(bool(bits & 16) and encoded is not None) | (2 if bits & 64 else 0),
         owner,
+        retried_as,
     )
 
 
@@ -1099,6 +1122,7 @@ def _record_from_row(row: Any) -> TaskRecord:
         persist,
         requeue,
         owner,
+        retried_as,
     ) = row
     record = TaskRecord(
         task_id,
@@ -1112,7 +1136,8 @@ def _record_from_row(row: Any) -> TaskRecord:
         idempotency_key=idem,
         persist=bool(persist),
     )
-    record.requeue = bool(requeue)
+    record.requeue = bool(requeue & 1)
+    record.by_name = not requeue & 2
     record.started, record.ended = started, ended
     record.retries_used = retries_used
     record.error, record.stacktrace = error, stacktrace
@@ -1120,6 +1145,7 @@ def _record_from_row(row: Any) -> TaskRecord:
     record.attempts = json.loads(attempts) if attempts else None
     record.durable = True
     record.instance = owner
+    record.retried_as = retried_as
     return record
 
 
@@ -1391,7 +1417,7 @@ class _Storage:
         )
         total = rows[0][-1] if rows else await self.scalar(count, params)
         if brief:
-            page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, *r[9:11]) for r in rows]
+            page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, *r[9:12]) for r in rows]
         else:
             page = [_record_from_row(r[:-1]) for r in rows]
         return page, int(total or 0)
@@ -2743,6 +2769,7 @@ class TaskManager:
         self._last_refresh = 0.0
         self._poll_interval = 30.0  # re-read a shared database this often (TaskAdmin's)
         self._warned_not_started = False
+        self._retried: dict[str, str] = {}  # task id -> its retry's id, newest last
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -2923,6 +2950,8 @@ class TaskManager:
             idempotency_key=idempotency_key,
             persist=config.persist,
         )
+        known = self._registry.get(config.name)
+        record.by_name = known is not None and known[0] is func
         job = _Job(self, record, func, config, is_async)
         job.held = held
         self._jobs[record.task_id] = job
@@ -3155,6 +3184,8 @@ class TaskManager:
         self._store.move(record, status)
         if self._logfile is not None:
             self._event(record, "info" if status is _SUCCESS else "error", status.value, error)
+        if not record.by_name and status is not _SUCCESS:
+            self._store.callables[record.task_id] = job.func  # for an exact retry
         following = job.next
         if following is not None:  # the request's next task: its turn now
             job.next = None
@@ -3234,9 +3265,15 @@ class TaskManager:
     async def retry(self, task_id: str) -> str:
         """Run a failed, cancelled or interrupted task again as a new task; returns its id.
 
-        The new record's ``retry_of`` names the original. Raises ``TaskNotFound``,
-        or ``TaskStateError`` when the task is not in a final, unsuccessful state,
-        its function is not registered here, or its arguments were not stored.
+        The new record's ``retry_of`` names the original, and the original's
+        ``retried_as`` the new one. While that retry is still pending or running,
+        retrying the original again returns its id instead of starting another.
+
+        It runs exactly what ran: the original callable while this process still has
+        it; otherwise (after a restart) only the registered function of that name, and
+        only when that is what the task was. Raises ``TaskNotFound``, or
+        ``TaskStateError`` when the task is not in a final, unsuccessful state or its
+        callable or arguments cannot be rebuilt exactly.
         """
         record = await self.fetch(task_id)
         if record is None:
@@ -3246,19 +3283,21 @@ class TaskManager:
                 f"only failed, interrupted or cancelled tasks can be retried; {task_id} is "
                 f"{record.status.value}"
             )
-        known = self._registry.get(record.func_name)
-        if known is None:
-            raise TaskStateError(
-                f"function {record.func_name!r} is not registered with @task_manager.task() in "
-                "this process, so it cannot be found again"
-            )
+        # Checked again after the await above, synchronously up to the new task's creation:
+        # concurrent replays of one task make one retry.
+        previous = self._retried.get(task_id) or record.retried_as
+        if previous is not None:
+            existing = self._store.get(previous, unwritten=True)
+            if existing is not None and existing.status in _LIVE:
+                return previous
+        func = self._callable_for(record)
         if record.args is _UNSTORED:
             raise TaskStateError(
                 f"the arguments of {task_id} were not JSON, so they were not stored and the "
                 "task cannot be run again"
             )
         job, new_id = self._create(
-            known[0],
+            func,
             record.args,
             dict(record.kwargs),
             None,
@@ -3267,8 +3306,45 @@ class TaskManager:
             retry_of=record.task_id,
         )
         assert job is not None
+        self._mark_retried(record, new_id)
         self._release(job)
         return new_id
+
+    def _callable_for(self, record: TaskRecord) -> Callable[..., Any]:
+        """What ran as ``record``, exactly, or ``TaskStateError`` saying why it cannot be had."""
+        kept = self._store.callables.get(record.task_id)
+        if kept is not None:
+            return kept  # type: ignore[no-any-return]
+        known = self._registry.get(record.func_name)
+        if known is None:
+            raise TaskStateError(
+                f"function {record.func_name!r} is not registered with @task_manager.task() in "
+                "this process, so it cannot be found again"
+            )
+        if not record.by_name:
+            raise TaskStateError(
+                f"{record.task_id} ran a callable that its name cannot rebuild (a partial, a "
+                "bound method, a lambda or an unregistered function), and this process no "
+                f"longer holds it: retrying would run the registered {record.func_name!r} "
+                "with other arguments"
+            )
+        return known[0]
+
+    def _mark_retried(self, record: TaskRecord, new_id: str) -> None:
+        """Record that ``record`` was retried as ``new_id``, in memory and (by the next
+        write) in the database."""
+        task_id = record.task_id
+        retried = self._retried
+        retried[task_id] = new_id
+        if len(retried) > 10_000:
+            del retried[next(iter(retried))]
+        record.retried_as = new_id
+        store = self._store
+        if task_id in store.records:
+            store.records[task_id] = _freeze(record)
+            store.notify(record)
+        elif store.persistent:
+            store.dirty[task_id] = _freeze(record)
 
     # -- queries ---------------------------------------------------------------
 
@@ -3509,6 +3585,7 @@ class TaskManager:
             self._store.add(record, counted=True)  # the file counted it
             rerun = (
                 record.requeue
+                and record.by_name
                 and self.requeue_pending
                 and (not was_running or config.requeue_on_interrupt)
             )
@@ -3607,14 +3684,22 @@ class TaskManager:
                     self._stopped(job)  # its coroutine did not answer the cancellation
                 elif record.status is TaskStatus.PENDING:
                     keep = self._db is not None and (self.requeue_pending or record.persist)
-                    if keep and _encode_args(record.args, record.kwargs) is not None:
+                    # Kept to run after a restart only if its name can rebuild it there.
+                    rebuilt = record.by_name and record.func_name in self._registry
+                    stored = _encode_args(record.args, record.kwargs) is not None
+                    if keep and rebuilt and stored:
                         record.requeue = True
                         self._store.notify(record)
                         self._jobs.pop(record.task_id, None)
                     else:
                         why = "not started before shutdown"
-                        if keep:
+                        if keep and not stored:
                             why += "; its arguments cannot be stored as JSON to run it later"
+                        elif keep:
+                            why += (
+                                "; it is not a function registered with @task_manager.task(), "
+                                "so a restart could not find it to run it later"
+                            )
                         self._finish(job, TaskStatus.INTERRUPTED, error=why)
             self._backlog.clear()
             self._released.clear()
@@ -4079,6 +4164,7 @@ class TaskOut(BaseModel):
     tags: dict[str, str] = {}
     retry_of: str | None = None
     instance: str | None = None
+    retried_as: str | None = None
     logs: list[str] = []
     stacktrace: str | None = None
     attempts: list[dict[str, Any]] = []
@@ -4086,11 +4172,19 @@ class TaskOut(BaseModel):
     kwargs: dict[str, Any] | None = None
 
 
+class CancelOut(BaseModel):
+    """A cancelled task (the peer's shape)."""
+
+    task_id: str
+    task: TaskOut
+
+
 class RetryOut(BaseModel):
-    """The new task created by a retry."""
+    """The new task created by a retry (the peer's shape, plus ``retry_of``)."""
 
     task_id: str
     retry_of: str
+    task: TaskOut
 
 
 class BulkRetryIn(BaseModel):
@@ -4564,9 +4658,15 @@ class _Admin:
             summary="Replay chosen tasks",
             openapi_extra={"requestBody": body_schema},
         )
-        async def bulk_retry(request: Request, user: str = write) -> Any:
+        async def bulk_retry(
+            request: Request,
+            include_replayed: bool = Query(False, description="also tasks already retried"),
+            user: str = write,
+        ) -> Any:
             body = await _read_json(request, BulkRetryIn)
-            result = await self.replay(dict.fromkeys(body.task_ids))
+            result = await self.replay(
+                dict.fromkeys(body.task_ids), include_replayed=include_replayed
+            )
             await manager.audit(
                 user,
                 "bulk_retry",
@@ -4587,6 +4687,7 @@ class _Admin:
         async def retry_failed(
             since: str = Query("6h", max_length=10),
             func_name: str | None = Query(None, max_length=500),
+            include_replayed: bool = Query(False, description="also failures already retried"),
             user: str = write,
         ) -> Any:
             window = _parse_since(since)
@@ -4597,7 +4698,9 @@ class _Admin:
                 since=start,
                 limit=_MAX_REPLAY,
             )
-            result = await self.replay([r.task_id for r in records])
+            result = await self.replay(
+                [r.task_id for r in records], include_replayed=include_replayed
+            )
             await manager.audit(
                 user,
                 "retry_failed",
@@ -4648,7 +4751,7 @@ class _Admin:
                 raise HTTPException(404, "Task not found")
             return _json(record.to_dict(include_args=self.display_func_args))
 
-        @router.post("/{task_id}/cancel", response_model=TaskOut, summary="Cancel a task")
+        @router.post("/{task_id}/cancel", response_model=CancelOut, summary="Cancel a task")
         async def cancel(
             task_id: str = FastAPIPath(..., max_length=100), user: str = write
         ) -> Response:
@@ -4661,31 +4764,37 @@ class _Admin:
             except TaskStateError as exc:
                 raise HTTPException(409, str(exc)) from None
             await manager.audit(user, "cancel", task_id)
-            return _json(record.to_dict(include_args=self.display_func_args))
+            return _json(
+                {"task_id": task_id, "task": record.to_dict(include_args=self.display_func_args)}
+            )
 
         @router.post("/{task_id}/retry", response_model=RetryOut, summary="Run a task again")
         async def retry(task_id: str = FastAPIPath(..., max_length=100), user: str = write) -> Any:
-            record = await manager.fetch(task_id)
-            if record is None:
-                raise HTTPException(404, "Task not found")
-            if record.status not in (TaskStatus.FAILED, TaskStatus.INTERRUPTED):
-                raise HTTPException(
-                    409,
-                    "only failed or interrupted tasks can be retried; "
-                    f"this one is {record.status.value}",
-                )
             try:
                 new_id = await manager.retry(task_id)
+            except TaskNotFound:
+                raise HTTPException(404, "Task not found") from None
             except TaskStateError as exc:
                 raise HTTPException(409, str(exc)) from None
             await manager.audit(user, "retry", task_id, {"new_task_id": new_id})
-            return {"task_id": new_id, "retry_of": task_id}
+            new = await manager.fetch(new_id)
+            task = new.to_dict(include_args=self.display_func_args) if new else None
+            return _json({"task_id": new_id, "retry_of": task_id, "task": task})
 
-    async def replay(self, task_ids: Iterable[str]) -> dict[str, Any]:
+    async def replay(
+        self, task_ids: Iterable[str], *, include_replayed: bool = False
+    ) -> dict[str, Any]:
+        """Retry failed and interrupted tasks; by default not those already retried (a
+        replay that ran a charge must not run it again at the next click)."""
         results, skipped = [], 0
+        manager = self.manager
         for task_id in list(task_ids)[:_MAX_REPLAY]:
-            record = await self.manager.fetch(task_id)
-            if record is None or record.status not in (TaskStatus.FAILED, TaskStatus.INTERRUPTED):
+            record = await manager.fetch(task_id)
+            if (
+                record is None
+                or record.status not in (TaskStatus.FAILED, TaskStatus.INTERRUPTED)
+                or (not include_replayed and (record.retried_as or task_id in manager._retried))
+            ):
                 skipped += 1
                 continue
             try:

@@ -434,9 +434,10 @@ def test_cancel_pending_and_running(make):
     assert status_of(env, pending) == "pending"
 
     r = env.c.post(f"/tasks/{pending}/cancel")
-    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.status_code == 200 and r.json()["task"]["status"] == "cancelled"
+    assert r.json()["task_id"] == pending
     r = env.c.post(f"/tasks/{running}/cancel")
-    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.status_code == 200 and r.json()["task"]["status"] == "cancelled"
     assert env.c.get(f"/tasks/{pending}").json()["status"] == "cancelled"
     assert env.c.get(f"/tasks/{pending}").json()["start_time"] is None  # it never started
 
@@ -474,15 +475,18 @@ def test_retry_failed_task_links_the_new_one(env):
     assert "again" in new["error"]  # same arguments
 
 
-def test_retry_409_when_not_failed_or_interrupted(env):
+def test_retry_409_when_succeeded_or_live_and_allowed_when_cancelled(env):
     done = run(env, ok)
     live = env.tm.add_task(hold, env.gate)
     wait_status(env, live, "running")
-    assert env.c.post(f"/tasks/{done}/retry").status_code == 409
+    r = env.c.post(f"/tasks/{done}/retry")
+    assert r.status_code == 409 and detail_of(r)
     assert env.c.post(f"/tasks/{live}/retry").status_code == 409
     assert env.c.post(f"/tasks/{live}/cancel").status_code == 200
-    r = env.c.post(f"/tasks/{live}/retry")  # cancelled: not failed/interrupted either
-    assert r.status_code == 409 and detail_of(r)
+    # A cancelled task can be run again, through the API as through TaskManager.retry().
+    r = env.c.post(f"/tasks/{live}/retry")
+    assert r.status_code == 200 and r.json()["retry_of"] == live
+    assert r.json()["task"]["task_id"] == r.json()["task_id"]
     assert env.c.post("/tasks/no-such-task/retry").status_code == 404
 
 
@@ -540,11 +544,45 @@ def test_retry_failed_windows_and_func_name(env):
         # Earlier calls' replays fail too and are recent: look at the three originals only.
         return {x["original_task_id"] for x in body["results"]} & {recent, old, ancient}
 
-    assert replayed() == {recent}  # default since=6h
-    assert replayed(since="6h") == {recent}
-    assert replayed(since="2d") == {recent, old}
-    assert replayed(since="all", func_name="afail") == {old}
-    assert replayed(since="all") == {recent, old, ancient}
+    # include_replayed: each call looks at the same originals again.
+    assert replayed(include_replayed=True) == {recent}  # default since=6h
+    assert replayed(since="6h", include_replayed=True) == {recent}
+    assert replayed(since="2d", include_replayed=True) == {recent, old}
+    assert replayed(since="all", func_name="afail", include_replayed=True) == {old}
+    assert replayed(since="all", include_replayed=True) == {recent, old, ancient}
+
+
+def test_replay_never_repeats_work(env):
+    charges = []
+
+    def charge(n):
+        charges.append(n)
+        if len(charges) == 1:
+            raise RuntimeError("gateway timeout")  # the first attempt fails, the replay succeeds
+
+    failing = run(env, charge, 1)
+    always = [run(env, boom) for _ in range(3)]
+    first = env.c.post("/tasks/retry-failed").json()
+    assert first["dispatched"] == 4  # the four failures, once each
+    ids = {r["original_task_id"]: r["new_task_id"] for r in first["results"]}
+    for new_id in ids.values():
+        wait_status(env, new_id)
+    assert charges == [1, 1]
+    # Clicking again: the charge, replayed with success, is never run again; failures that
+    # keep failing are replayed once per new failure, not doubled.
+    for _ in range(3):
+        again = env.c.post("/tasks/retry-failed").json()
+        assert failing not in {r["original_task_id"] for r in again["results"]}
+        assert again["dispatched"] <= 3
+        for r in again["results"]:
+            wait_status(env, r["new_task_id"])
+    assert charges == [1, 1]
+    original = env.c.get(f"/tasks/{failing}").json()
+    assert original["retried_as"] == ids[failing]
+    # An explicit retry of that id still works, answering with the live retry if any.
+    explicit = env.c.post(f"/tasks/{failing}/retry")
+    assert explicit.status_code == 200 and explicit.json()["task"]["retry_of"] == failing
+    assert always[0] in ids
 
 
 @pytest.mark.parametrize(

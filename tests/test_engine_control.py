@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from pathlib import Path
 
@@ -226,17 +227,51 @@ async def test_retry_refuses_unknown_successful_and_live_tasks():
             await tm.retry(live)
 
 
-async def test_retry_needs_the_function_registered_under_its_name():
+async def test_retry_runs_exactly_what_ran_while_it_is_in_memory():
     tm = TaskManager()
+    calls = []
 
-    async def unregistered():
+    def purge(dry_run=False):
+        calls.append(("purge", dry_run))
         raise ValueError("x")
 
+    tm.task(name="purge")(purge)
+
+    class Reports:
+        def cleanup(self):
+            calls.append(("Reports.cleanup",))
+            raise ValueError("y")
+
+    async def cleanup():  # a registered function of the same name as the bound method
+        calls.append(("registered cleanup",))
+
+    tm.task(name="cleanup")(cleanup)
     async with started(tm):
-        task_id = tm.add_task(unregistered)
-        await reaches(tm, task_id)
-        with pytest.raises(TaskStateError, match="unregistered"):
-            await tm.retry(task_id)
+        partial = await reaches(tm, tm.add_task(functools.partial(purge, dry_run=True)))
+        method = await reaches(tm, tm.add_task(Reports().cleanup))
+        calls.clear()
+        for original in (partial, method):
+            await reaches(tm, await tm.retry(original.task_id))
+    assert calls == [("purge", True), ("Reports.cleanup",)]
+
+
+async def test_after_a_restart_only_a_registered_function_is_retried_else_409(tmp_path: Path):
+    db = tmp_path / "tasks.db"
+
+    def purge(dry_run=False):
+        raise ValueError("x")
+
+    first = TaskManager(snapshot_db=db)
+    first.task(name="purge")(purge)
+    async with started(first):
+        by_name = (await reaches(first, first.add_task(purge))).task_id
+        partial = (await reaches(first, first.add_task(functools.partial(purge, True)))).task_id
+    second = TaskManager(snapshot_db=db)
+    second.task(name="purge")(purge)
+    async with started(second):
+        assert (await reaches(second, await second.retry(by_name))).retry_of == by_name
+        with pytest.raises(TaskStateError, match="cannot rebuild"):
+            await second.retry(partial)
 
 
 # -- get / fetch -------------------------------------------------------------------

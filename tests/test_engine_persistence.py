@@ -197,6 +197,7 @@ async def test_history_survives_a_restart_with_every_field(snapshot_target: str)
         before = {i: (await reaches(tm, i)).to_dict() for i in (ok, bad)}
         retried = await tm.retry(bad)
         before[retried] = (await reaches(tm, retried)).to_dict()
+        before[bad]["retried_as"] = retried  # the original now names its retry
 
     tm2 = TaskManager(snapshot_db=db)
     tm2.task(name="report", retries=1)(report)

@@ -104,5 +104,5 @@ def test_a_slow_export_logs_its_progress_and_can_be_cancelled(wait_for):
             assert time.monotonic() < deadline, "the export logged no progress within 10 s"
             time.sleep(0.05)
         cancelled = client.post(f"{BASE}/{task_id}/cancel")
-        assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+        assert (cancelled.status_code, cancelled.json()["task"]["status"]) == (200, "cancelled")
         assert "export ready" not in logs()
