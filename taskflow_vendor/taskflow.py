@@ -60,7 +60,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from html import escape as html_escape
-from typing import Any, Literal
+from typing import Any
 
 import aiosqlite
 import fastapi.dependencies.utils as _fastapi_dependency_utils
@@ -296,6 +296,7 @@ class TaskRecord:
         "instance",
         "retried_as",
         "by_name",
+        "cancel_requested",
     )
 
     def __init__(
@@ -337,6 +338,8 @@ class TaskRecord:
         # Its callable is the function registered under func_name, so the name alone
         # rebuilds it (not so for partials, bound methods, lambdas, unregistered ones).
         self.by_name = True
+        # A running sync task asked to cancel: its thread finishes its current call first.
+        self.cancel_requested = False
 
     created_at = property(lambda self: _dt(self.created), doc="Creation time (UTC).")
     start_time = property(lambda self: _dt(self.started), doc="Start of the first attempt.")
@@ -363,6 +366,8 @@ class TaskRecord:
             self.instance,
             self.retried_as,
         )
+        if self.cancel_requested:
+            data["cancel_requested"] = True
         if not brief:
             data["logs"] = list(self.logs) if self.logs else []
             data["stacktrace"] = self.stacktrace
@@ -552,6 +557,7 @@ def _thaw(f: tuple[Any, ...]) -> TaskRecord:
     r.persist, r.requeue, r.durable = bool(bits & 8), bool(bits & 16), bool(bits & 32)
     r.by_name = not bits & 64
     r.instance = None
+    r.cancel_requested = False
     if rare is None:
         r.error = r.stacktrace = r.logs = r.tags = r.retry_of = r.idempotency_key = None
         r.retried_as = None
@@ -3083,6 +3089,13 @@ class TaskManager:
                         raise  # not ours (event loop teardown): let it propagate
                     return
                 except Exception as exc:
+                    if job.stop == "cancel":  # cancel requested while its thread ran
+                        self._finish(
+                            job,
+                            TaskStatus.CANCELLED,
+                            error=f"cancelled; the thread's error was discarded: {type(exc).__name__}",
+                        )
+                        return
                     wait = self._failed_attempt(job, exc)
                     if wait is None:
                         return  # recorded failed
@@ -3094,6 +3107,13 @@ class TaskManager:
                             raise
                         return
                 else:
+                    if job.stop == "cancel":  # cancel requested while its thread ran
+                        self._finish(
+                            job,
+                            TaskStatus.CANCELLED,
+                            error="cancelled; the thread's result was discarded",
+                        )
+                        return
                     self._finish(job, _SUCCESS)
                     return
         finally:
@@ -3178,6 +3198,7 @@ class TaskManager:
         record.error = error
         record.stacktrace = stacktrace
         record.requeue = False
+        record.cancel_requested = False
         if record.attempts and record.attempts[-1][2] is None:  # close the open attempt
             record.attempts[-1][2:] = [record.ended, error]
         self._jobs.pop(record.task_id, None)
@@ -3257,6 +3278,14 @@ class TaskManager:
                 f"only pending or running tasks can be cancelled; {task_id} is {record.status.value}"
             )
         job.stop = "cancel"
+        if record.status is _RUNNING and not job.is_async:
+            # Python cannot stop a thread: say what is true until it returns, then record
+            # the task cancelled and its result discarded (see _run).
+            record.cancel_requested = True
+            self._log(
+                record, "warning", "cancel requested; the thread finishes its current call", {}
+            )
+            return record
         self._finish(job, TaskStatus.CANCELLED, error="cancelled")
         if job.handle is not None and not job.handle.done():
             job.handle.cancel()
@@ -4268,12 +4297,27 @@ def _prometheus(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A well-typed value that means nothing answers 400 with a string detail (FastAPI's
+# 422 and its list of errors are for values of the wrong type or range).
+_BAD_VALUE: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "A value of the right type that means nothing (e.g. since=6x)",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"detail": {"type": "string"}}}
+            }
+        },
+    }
+}
+
+
 def _parse_since(since: str) -> timedelta | None:
     if since == "all":
         return None
     match = re.fullmatch(r"(\d{1,5})([hd])", since)
     if not match:
-        raise HTTPException(422, "since must look like 6h, 2d or all")
+        # 400, like the peer: a well-typed value that means nothing (FastAPI's 422 is for types).
+        raise HTTPException(400, "since must look like 6h, 2d or all")
     amount = int(match.group(1))
     return timedelta(hours=amount) if match.group(2) == "h" else timedelta(days=amount)
 
@@ -4683,6 +4727,7 @@ class _Admin:
             "/retry-failed",
             response_model=BulkRetryOut,
             summary="Replay failed tasks created within a window",
+            responses=_BAD_VALUE,
         )
         async def retry_failed(
             since: str = Query("6h", max_length=10),
@@ -4718,15 +4763,18 @@ class _Admin:
             "/history",
             response_model=DeletedOut,
             summary="Delete finished tasks older than a window",
+            responses=_BAD_VALUE,
         )
         async def delete_history(
             value: int = Query(..., ge=1, le=1_000_000),
-            unit: Literal["min", "hour", "day"] = Query(...),
+            unit: str = Query(..., max_length=10, description="min, hour or day"),
             user: str = write,
         ) -> Any:
+            if unit not in _UNITS:
+                raise HTTPException(400, "unit must be min, hour or day")
             seconds = value * _UNITS[unit]
             if seconds > 100 * 365 * 86400:
-                raise HTTPException(422, "window too large: at most 100 years")
+                raise HTTPException(400, "window too large: at most 100 years")
             deleted = await manager.prune(older_than=timedelta(seconds=seconds))
             await manager.audit(
                 user, "delete_history", None, {"value": value, "unit": unit, "deleted": deleted}
@@ -5255,6 +5303,12 @@ class TaskAdmin:
                 "TaskAdmin: no secret_key given; using a random one, so dashboard sessions end "
                 "when this process restarts and do not work across worker processes"
             )
+        if backend is not None and task_manager.snapshot_db is None:
+            logger.warning(
+                "TaskAdmin: auth without snapshot_db: a logout holds only in the process that "
+                "served it and until it restarts; set snapshot_db (a file or PostgreSQL) to "
+                "make it hold in every worker and across restarts"
+            )
         if backend is None:
             logger.warning(
                 "TaskAdmin: no auth configured; the task API and dashboard at %s can be read "
@@ -5657,6 +5711,8 @@ label { display: flex; flex-direction: column; gap: 4px; font-size: 12px; color:
 .live[data-state="live"]::before { background: var(--ok); box-shadow: 0 0 0 3px var(--ok-bg); }
 .live[data-state="reconnecting"]::before, .live[data-state="connecting"]::before { background: var(--warn); }
 .live[data-state="offline"], .live[data-state="stopped"] { color: var(--fail); }
+.linkish { background: none; border: 0; padding: 0; color: inherit; text-decoration: underline; cursor: pointer; font: inherit; }
+.replayed { font-size: 0.85em; }
 .live[data-state="stopped"]::before { background: var(--fail); }
 .live[data-state="offline"]::before { background: var(--fail); }
 
@@ -6370,7 +6426,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     const reason = t.status === 'cancelled' ? (t.error !== 'cancelled' && t.error) : null;
     const parts = [
       h('dl', { class: 'kv' },
-        kv('Status', h('span', { id: 'detail-status', class: `pill s-${t.status}`, text: t.status })),
+        kv('Status', h('span', { id: 'detail-status', class: `pill s-${t.status}`, text: t.cancel_requested ? 'cancel requested — the thread finishes its current call' : t.status })),
         kv('Task id', h('code', { class: 'mono select', text: t.task_id })),
         kv('Created', fmtFull(t.created_at)),
         kv('Started', fmtFull(t.start_time)),
@@ -6379,6 +6435,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
         kv('Retries used', String(t.retries_used || 0)),
         tags.length ? kv('Tags', tags.map(([k, v]) => h('span', { class: 'tag', text: `${k}=${v}` }))) : [],
         t.retry_of ? kv('Retry of', taskLink(t.retry_of)) : [],
+        t.retried_as ? kv('Replayed as', taskLink(t.retried_as)) : [],
         t.instance ? kv('Instance', h('span', { class: 'mono', text: t.instance })) : [],
         fn ? kv('This function', `${fn.total} runs · ${rate(fn, 0)} ok · p50 ${fmtDur(fn.p50)} · p95 ${fmtDur(fn.p95)}`) : []),
       section('Timeline', timeline(t)),
@@ -6505,24 +6562,34 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   // ------------------------------------------------------------ failed view
 
   let failedSeq = 0;
+  let showReplayed = false;
+  el.failedInfo.addEventListener('click', (e) => {
+    if (e.target.id === 'toggle-replayed') { showReplayed = !showReplayed; loadFailed(); }
+  });
   async function loadFailed() {
     const seq = ++failedSeq;
     try {
       const res = await api('', { params: { status: RETRYABLE, sort: '-created_at', limit: 200 } });
-      const tasks = await res.json();
+      const all = await res.json();
       if (seq !== failedSeq) return;
-      const total = Number(res.headers.get('X-Total-Count') ?? tasks.length) || 0;
+      // Failures already replayed are hidden unless asked: replaying them again repeats work.
+      const replayed = all.filter((t) => t.retried_as).length;
+      const tasks = showReplayed ? all : all.filter((t) => !t.retried_as);
+      const total = (Number(res.headers.get('X-Total-Count') ?? all.length) || 0) - (showReplayed ? 0 : replayed);
       const checked = new Set($$('input[name="replay"]:checked', el.failedRows).map((c) => c.value));
       el.failedRows.replaceChildren(...tasks.map((t) => h('tr', { tabindex: 0, 'data-failed-id': t.task_id },
         h('td', { class: 'check' }, h('input', { type: 'checkbox', name: 'replay', value: t.task_id,
           checked: checked.has(t.task_id), 'aria-label': `Select ${t.func_name} ${shortId(t.task_id)}` })),
         h('td', { class: 'func' }, h('span', { class: 'fname', text: t.func_name })),
-        h('td', {}, pill(t.status)),
+        h('td', {}, pill(t.status), t.retried_as ? h('span', { class: 'replayed' }, ' replayed as ', taskLink(t.retried_as)) : null),
         h('td', { class: 'mono id', title: t.task_id, text: shortId(t.task_id) }),
         h('td', { class: 'time', title: fmtFull(t.end_time), text: fmtTime(t.end_time) }),
         h('td', { class: 'err', title: t.error || null, text: firstLine(t.error) }))));
       el.failedEmpty.hidden = tasks.length > 0;
-      el.failedInfo.textContent = tasks.length < total ? `Showing ${tasks.length} of ${numFmt.format(total)}` : '';
+      el.failedInfo.replaceChildren(
+        tasks.length < total ? `Showing ${tasks.length} of ${numFmt.format(total)} ` : '',
+        replayed ? h('button', { type: 'button', class: 'linkish', id: 'toggle-replayed',
+          text: showReplayed ? 'Hide replayed' : `Show ${replayed} already replayed` }) : '');
       markSelected();
       updateSelection();
     } catch (err) {

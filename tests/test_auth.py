@@ -1091,3 +1091,16 @@ def test_machines_read_metrics_and_health_with_a_token_or_basic_auth(make):
     assert live.status_code == 200 and live.json() == {"status": "ok"}
     with pytest.raises(ValueError, match="metrics_token"):
         make(metrics_token="short")
+
+
+def test_without_snapshot_db_logout_holds_in_its_process_only_and_says_so(make, caplog):
+    with caplog.at_level("WARNING", logger="taskflow"):
+        first = make()
+    assert any("logout holds only in the process" in r.getMessage() for r in caplog.records)
+    cookie = logged_in(first.c)
+    assert first.c.get("/tasks/auth/logout", headers={"sec-fetch-site": "same-origin"})
+    assert with_cookie(first, cookie).get("/tasks").status_code == 401
+    first.close()
+    # A restart (or another worker) has no record of the logout: the documented limit.
+    second = make()
+    assert with_cookie(second, cookie).get("/tasks").status_code == 200

@@ -118,7 +118,7 @@ async def test_cancel_running_sync_task_marks_it_cancelled_and_ignores_its_resul
         async with started(tm):
             task_id = tm.add_task(blocking)
             await until(entered.is_set, what="the sync task to start")
-            assert tm.cancel(task_id).status is TaskStatus.CANCELLED
+            assert tm.cancel(task_id).cancel_requested  # running until its thread returns
             release.set()
             await until(finished.is_set, what="the thread to finish")
             await asyncio.sleep(0.05)
@@ -295,3 +295,30 @@ async def test_get_and_fetch(tmp_path: Path):
         assert fetched is not None and fetched.task_id == ids[0]
         assert fetched.status is TaskStatus.SUCCESS and fetched.func_name == "job"
         assert fetched.end_time is not None and fetched.end_time.tzinfo is not None
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+async def test_cancelling_a_running_sync_task_tells_the_truth_until_its_thread_returns(outcome):
+    tm = TaskManager()
+    gate = threading.Event()
+    started_event = threading.Event()
+
+    def blocking():
+        started_event.set()
+        gate.wait(10)
+        if outcome == "raises":
+            raise RuntimeError("after the cancel")
+        return "a result nobody gets"
+
+    async with started(tm):
+        task_id = tm.add_task(blocking)
+        await until(started_event.is_set, what="the thread to start")
+        await reaches(tm, task_id, "running")
+        record = tm.cancel(task_id)
+        # Python cannot stop the thread: it is still running, with the cancel requested.
+        assert record.status.value == "running" and record.cancel_requested
+        assert tm.get(task_id).to_dict()["cancel_requested"] is True
+        gate.set()
+        final = await reaches(tm, task_id, "cancelled")
+        assert "discarded" in final.error
+        assert not final.cancel_requested
