@@ -1441,28 +1441,34 @@ class _Storage:
         return await self.atomic(work)  # type: ignore[no-any-return]
 
     async def load_stats(self, store: _Store) -> None:
-        """Rebuild the store's counters from the whole database (indices keep this quick)."""
-        store.reset_stats()
+        """Rebuild the store's counters from the whole database (indices keep this quick).
+
+        Everything is read first; the counters are then replaced in one synchronous
+        step. Resetting them before the reads let tasks that changed meanwhile count
+        down from zero (running -1 on a busy dashboard).
+        """
         # task_counts is kept exact by triggers, so this never scans the tasks table.
-        for name, status, n, dur_n, dur_sum in await self.fetch(
+        counts = await self.fetch(
             "SELECT func_name, status, n, dur_n, dur_sum FROM task_counts WHERE n != 0"
-        ):
+        )
+        minutes = await self.fetch(
+            "SELECT minute, success, failed FROM task_minutes WHERE minute >= ?",
+            (int(time.time() // 60) - 60,),
+        )
+        recent = await self.fetch(
+            "SELECT func_name, duration FROM tasks WHERE end_time IS NOT NULL "
+            "AND duration IS NOT NULL ORDER BY end_time DESC LIMIT ?",
+            (min(store.recent.size, 1000),),
+        )
+        store.reset_stats()
+        for name, status, n, dur_n, dur_sum in counts:
             stats = store.func(name)
             stats.counts[TaskStatus(status)] += n
             stats.dur_n += dur_n
             stats.dur_sum += dur_sum
-        for minute, success, failed in await self.fetch(
-            "SELECT minute, success, failed FROM task_minutes WHERE minute >= ?",
-            (int(time.time() // 60) - 60,),
-        ):
+        for minute, success, failed in minutes:
             store.minutes[minute] = [success, failed]
-        for name, duration in reversed(
-            await self.fetch(
-                "SELECT func_name, duration FROM tasks WHERE end_time IS NOT NULL "
-                "AND duration IS NOT NULL ORDER BY end_time DESC LIMIT ?",
-                (min(store.recent.size, 1000),),
-            )
-        ):
+        for name, duration in reversed(recent):
             store.func(name).recent.add(duration)
             store.recent.add(duration)
         # Records in memory that the database does not hold yet still count.
@@ -1470,21 +1476,6 @@ class _Storage:
             record = _thaw(entry) if type(entry) is tuple else entry
             if not record.durable:
                 store.func(record.func_name).counts[record.status] += 1
-
-    async def revoke(self, session_id: str, until: float) -> None:
-        await self.execute("DELETE FROM revoked_sessions WHERE until < ?", (time.time(),))
-        await self.execute(
-            "INSERT INTO revoked_sessions (session_id, until) VALUES (?, ?) "
-            "ON CONFLICT (session_id) DO UPDATE SET until = excluded.until",
-            (session_id, until),
-        )
-
-    async def is_revoked(self, session_id: str) -> bool:
-        value = await self.scalar(
-            "SELECT 1 FROM revoked_sessions WHERE session_id = ? AND until >= ?",
-            (session_id, time.time()),
-        )
-        return value is not None
 
     async def reserve_login(self, keys: list[tuple[str, int]], window: float) -> tuple[Any, int]:
         """``_Throttle.reserve`` on the database. Each attempt is inserted (committed)

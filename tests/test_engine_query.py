@@ -6,6 +6,7 @@ databases (``snapshot_target``) when it needs a restart."""
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import textwrap
 import time
@@ -451,3 +452,44 @@ async def test_q_matches_id_prefix_name_error_and_tag_values_the_same_everywhere
         assert await found("declined") == {ids[1]}  # the error; a tag *key* does not count
         assert await found("acme") == {ids[0]}  # a tag value
         assert await found("100%") == set()  # LIKE's wildcards are literal
+
+
+async def test_counts_never_go_negative_and_always_sum_to_the_total(tmp_path):
+    # The stream's refresh raced live counting: a task that moved while the counters were
+    # re-read counted down from zero (running -1). Tasks flow while refresh() runs on.
+    db = tmp_path / "tasks.db"
+    tm = TaskManager(snapshot_db=db, snapshot_interval=0.05)
+    rng = random.Random(7)
+
+    async def work(n):
+        await asyncio.sleep(rng.random() / 200)
+        if n % 3 == 0:
+            raise RuntimeError("one in three fails")
+
+    statuses = ("pending", "running", "success", "failed", "cancelled", "interrupted")
+    bad: list[dict] = []
+
+    def check():
+        m = tm.metrics()
+        if any(m[s] < 0 for s in statuses) or sum(m[s] for s in statuses) != m["total"]:
+            bad.append({s: m[s] for s in (*statuses, "total")})
+
+    async def refresher():
+        while True:
+            await tm.refresh()
+            check()
+            await asyncio.sleep(0)
+
+    async with started(tm):
+        spinning = asyncio.create_task(refresher())
+        ids = []
+        for n in range(600):
+            ids.append(tm.add_task(work, n))
+            if n % 7 == 0:
+                await asyncio.sleep(0.001)
+            check()
+        for task_id in ids:
+            await reaches(tm, task_id)
+            check()
+        spinning.cancel()
+    assert not bad, bad[:5]
