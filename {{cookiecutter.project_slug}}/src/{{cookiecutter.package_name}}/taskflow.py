@@ -706,7 +706,29 @@ class _Store:
         """
         needle = q.lower() if q else None
         records = self.records
-        # Filter and sort the frozen form (live records are few; freeze them too).
+        if sort == "created_at":
+            # Records are kept in the order they were created: the newest end is walked
+            # and the walk stops at the page, so a page costs the page, not the history.
+            ordered = reversed(records.values()) if descending else iter(records.values())
+            if not (statuses or func_name or needle or lo is not None or hi is not None):
+                return list(itertools.islice(ordered, offset, offset + limit)), len(records)
+            found: list[TaskRecord | tuple[Any, ...]] = []
+            total = 0
+            for entry in ordered:
+                f = entry if type(entry) is tuple else _freeze(entry)
+                created = _times(f)[0] if lo is not None or hi is not None else 0.0
+                if (
+                    (not statuses or _frozen_status(f).value in statuses)
+                    and (not func_name or f[_F_NAME] == func_name)
+                    and (not needle or _found(needle, f))
+                    and (lo is None or created >= lo)
+                    and (hi is None or created <= hi)
+                ):
+                    if offset <= total < offset + limit:
+                        found.append(entry)
+                    total += 1
+            return found, total
+        # Other sorts: filter and sort the frozen form (live records are few; freeze them too).
         rows = []
         for entry in records.values():
             f = entry if type(entry) is tuple else _freeze(entry)
@@ -1476,6 +1498,21 @@ class _Storage:
             record = _thaw(entry) if type(entry) is tuple else entry
             if not record.durable:
                 store.func(record.func_name).counts[record.status] += 1
+
+    async def revoke(self, session_id: str, until: float) -> None:
+        await self.execute("DELETE FROM revoked_sessions WHERE until < ?", (time.time(),))
+        await self.execute(
+            "INSERT INTO revoked_sessions (session_id, until) VALUES (?, ?) "
+            "ON CONFLICT (session_id) DO UPDATE SET until = excluded.until",
+            (session_id, until),
+        )
+
+    async def is_revoked(self, session_id: str) -> bool:
+        value = await self.scalar(
+            "SELECT 1 FROM revoked_sessions WHERE session_id = ? AND until >= ?",
+            (session_id, time.time()),
+        )
+        return value is not None
 
     async def reserve_login(self, keys: list[tuple[str, int]], window: float) -> tuple[Any, int]:
         """``_Throttle.reserve`` on the database. Each attempt is inserted (committed)
