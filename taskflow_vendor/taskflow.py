@@ -5554,17 +5554,17 @@ _DASHBOARD_HTML = r"""<!doctype html>
   </section>
 </main>
 
-<aside id="detail" class="detail" role="dialog" aria-labelledby="detail-title" tabindex="-1" hidden>
-  <header class="detail-head">
+<div id="detail" class="detail" role="dialog" aria-labelledby="detail-title" tabindex="-1" hidden>
+  <div class="detail-head">
     <h2 id="detail-title">Task</h2>
     <button type="button" class="btn ghost icon" id="detail-close" aria-label="Close details">✕</button>
-  </header>
+  </div>
   <div class="detail-actions">
     <button type="button" class="btn danger" id="detail-cancel" hidden>Cancel task</button>
     <button type="button" class="btn primary" id="detail-retry" hidden>Retry task</button>
   </div>
   <div id="detail-body" class="detail-body"></div>
-</aside>
+</div>
 
 <div id="toast" class="toast" role="status" aria-live="polite" hidden></div>
 </body>
@@ -5615,11 +5615,11 @@ _APP_CSS = r"""/* taskflow dashboard: system fonts only, light and dark themes, 
   --accent: #4f46e5;
   --accent-text: #ffffff;
   --focus: #6366f1;
-  --ok: #16a34a;
-  --fail: #dc2626;
+  --ok: #15803d;
+  --fail: #b91c1c;
   --warn: #d97706;
-  --info: #2563eb;
-  --idle: #64748b;
+  --info: #1d4ed8;
+  --idle: #475569;
   --ok-bg: #dcfce7;
   --fail-bg: #fee2e2;
   --warn-bg: #fef3c7;
@@ -5644,7 +5644,7 @@ _APP_CSS = r"""/* taskflow dashboard: system fonts only, light and dark themes, 
     --accent-text: #0f1216;
     --focus: #a5b4fc;
     --ok: #4ade80;
-    --fail: #f87171;
+    --fail: #fca5a5;
     --warn: #fbbf24;
     --info: #60a5fa;
     --idle: #94a3b8;

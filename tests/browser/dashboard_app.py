@@ -13,6 +13,8 @@ drive the server with plain httpx while the browser watches the dashboard:
 - ``POST /demo/populate``: a few dozen tasks of every status (for the screenshot).
 
 ``TASKFLOW_DEMO_MAX_HISTORY`` sets the manager's ``max_history`` (finished tasks kept).
+``TASKFLOW_DEMO_ALLOWED_ORIGINS`` (comma-separated), when set, is TaskAdmin's
+``allowed_origins``; unset, the argument is not passed at all.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ tm = TaskManager(
     shutdown_timeout=1.0, max_history=int(os.environ.get("TASKFLOW_DEMO_MAX_HISTORY", "10000"))
 )
 app = FastAPI(title="taskflow browser-test app")
-TaskAdmin(app, tm, auth=(USERNAME, PASSWORD), secret_key=SECRET_KEY, title=TITLE)
+_extra = {}
+if os.environ.get("TASKFLOW_DEMO_ALLOWED_ORIGINS"):
+    _extra["allowed_origins"] = os.environ["TASKFLOW_DEMO_ALLOWED_ORIGINS"].split(",")
+TaskAdmin(app, tm, auth=(USERNAME, PASSWORD), secret_key=SECRET_KEY, title=TITLE, **_extra)
 
 _gates: dict[str, asyncio.Event] = {}
 
