@@ -283,7 +283,7 @@ def sequenced(log: Path) -> FastAPI:
         await asyncio.sleep(0.05)
         append(log, f"{name} end")
 
-    @app.post("/work/{n}")
+    @app.post("/jobs/{n}")
     async def work(n: int, background_tasks: BackgroundTasks):
         background_tasks.add_task(slow_sync, f"{n}:a")
         background_tasks.add_task(slow_async, f"{n}:b")
@@ -300,7 +300,7 @@ def test_a_requests_tasks_run_one_after_another_in_the_order_added(tmp_path):
     }
     effects = {}
     for mode in MODES:
-        paths = [f"/work/{i}" for i in range(n)]
+        paths = [f"/jobs/{i}" for i in range(n)]
         lines, _ = run(sequenced, mode, tmp_path / f"{mode}.log", paths, 6 * n, 3 * n)
         effects[mode] = by_request(lines, r"^(\d+):")
         assert effects[mode] == expected, f"{mode}: each task ends before the next starts"
