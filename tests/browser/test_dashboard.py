@@ -247,6 +247,19 @@ def test_replay_selected_from_the_failed_view(dashboard, page_log: PageLog, serv
 
     replays = admin.get(BASE_PATH, params={"func_name": "charge_card", "limit": 1000}).json()
     assert {t["retry_of"] for t in replays} >= set(ids)
+    # Replayed failures leave the list (replaying them again would repeat work) ...
+    for task_id in ids:
+        expect(dashboard.locator(f'tr[data-failed-id="{task_id}"]')).to_have_count(0)
+    # ... until asked for, each then saying what replayed it.
+    toggle = dashboard.locator("#toggle-replayed")
+    expect(toggle).to_contain_text("already replayed")
+    toggle.click()
+    for task_id in ids:
+        link = dashboard.locator(f'tr[data-failed-id="{task_id}"] .replayed a')
+        expect(link).to_be_visible()
+        expect(dashboard.locator(f'tr[data-failed-id="{task_id}"] .replayed')).to_contain_text(
+            "replayed as"
+        )
     page_log.assert_clean()
 
 
