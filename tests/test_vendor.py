@@ -11,7 +11,7 @@ VENDOR = ROOT / "taskflow_vendor" / "taskflow.py"
 ALLOWED = {"fastapi", "starlette", "pydantic", "aiosqlite", "itsdangerous", "jinja2", "markupsafe"}
 
 
-LAZY = {"asyncpg"}  # imported inside a function, only for a PostgreSQL snapshot_db
+LAZY = {"asyncpg", "croniter"}  # imported inside functions: a PostgreSQL URL, cron=
 
 
 def test_imports_only_stdlib_and_declared_dependencies():

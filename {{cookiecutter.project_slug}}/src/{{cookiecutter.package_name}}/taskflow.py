@@ -926,7 +926,7 @@ def _summary(values: Iterable[float]) -> dict[str, float | None]:
 # =============================================================================
 
 _APPLICATION_ID = 0x54464C57  # "TFLW" in the SQLite header marks our files
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _STALE_AFTER = 30.0  # seconds without heartbeat before another host's process counts as dead
 _COLUMNS = (
     "task_id, func_name, status, created_at, start_time, end_time, duration, retries_used, "
@@ -948,6 +948,16 @@ _LOGIN_ATTEMPTS = [
         ts {real} NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS login_attempts_key ON login_attempts (key, ts)",
+]
+# One row per occurrence of a periodic task: whoever inserts it runs it, once in the fleet.
+_SCHEDULE_RUNS = [
+    """CREATE TABLE IF NOT EXISTS schedule_runs (
+        name TEXT NOT NULL,
+        occurrence {real} NOT NULL,
+        owner TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        PRIMARY KEY (name, occurrence)
+    )""",
 ]
 # Tables and indices, for both dialects; {real}, {serial} and {without_rowid} are
 # the few words they spell differently.
@@ -1015,6 +1025,7 @@ _TABLES = [
         heartbeat {real} NOT NULL
     )""",
     *_LOGIN_ATTEMPTS,
+    *_SCHEDULE_RUNS,
 ]
 # Forward migrations, the same SQL on both dialects (with the same words filled
 # in): _MIGRATIONS[n] takes a database from schema n to n + 1. A new database is
@@ -1022,6 +1033,7 @@ _TABLES = [
 _MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE tasks ADD COLUMN retried_as TEXT"],
     2: _LOGIN_ATTEMPTS,
+    3: _SCHEDULE_RUNS,
 }
 _ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
 _ROWS_PER_STATEMENT = 1000  # 20 columns each: below both dialects' limits on parameters
@@ -1513,6 +1525,21 @@ class _Storage:
             (session_id, time.time()),
         )
         return value is not None
+
+    async def claim_occurrence(self, name: str, occurrence: float, task_id: str) -> bool:
+        """Whether this process is the one that runs ``name``'s ``occurrence`` (the first
+        to insert it). Old occurrences are forgotten after a day."""
+        claimed = await self.fetch(
+            "INSERT INTO schedule_runs (name, occurrence, owner, task_id) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name, occurrence) DO NOTHING RETURNING name",
+            (name, occurrence, self.owner, task_id),
+        )
+        if claimed:
+            await self.execute(
+                "DELETE FROM schedule_runs WHERE name = ? AND occurrence < ?",
+                (name, occurrence - 86400),
+            )
+        return bool(claimed)
 
     async def reserve_login(self, keys: list[tuple[str, int]], window: float) -> tuple[Any, int]:
         """``_Throttle.reserve`` on the database. Each attempt is inserted (committed)
@@ -2669,6 +2696,50 @@ def _make_get_tasks(manager: TaskManager) -> Callable[..., Any]:
 # =============================================================================
 
 
+class _Schedule:
+    """A periodic task: its function, its rhythm, and the last occurrence started here."""
+
+    def __init__(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        every: float | None,
+        cron: str | None,
+        tz: Any,
+        run_on_startup: bool,
+    ) -> None:
+        self.name, self.func, self.every, self.cron, self.tz = name, func, every, cron, tz
+        self.run_on_startup = run_on_startup
+        self.last = float("-inf")
+
+    def latest(self, now: float) -> float:
+        """The latest occurrence at or before ``now`` (POSIX seconds)."""
+        if self.every is not None:
+            return math.floor(now / self.every) * self.every  # aligned: the same on every host
+        croniter = _import_croniter()
+        base = datetime.fromtimestamp(now, self.tz)
+        return float(croniter.croniter(self.cron, base).get_prev(float))
+
+
+def _zone(name: str) -> Any:
+    if name == "UTC":
+        return _UTC
+    try:
+        import zoneinfo
+
+        return zoneinfo.ZoneInfo(name)
+    except Exception as exc:
+        raise ValueError(f"timezone={name!r} is not a known IANA time zone") from exc
+
+
+def _import_croniter() -> Any:
+    try:
+        import croniter  # imported only when cron= is used
+    except ImportError as exc:
+        raise ImportError("schedule(cron=...) needs croniter: pip install croniter") from exc
+    return croniter
+
+
 def _check_number(
     name: str,
     value: Any,
@@ -2804,6 +2875,7 @@ class TaskManager:
         self._poll_interval = 30.0  # re-read a shared database this often (TaskAdmin's)
         self._warned_not_started = False
         self._retried: dict[str, str] = {}  # task id -> its retry's id, newest last
+        self._schedules: list[_Schedule] = []
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -2895,6 +2967,78 @@ class TaskManager:
 
         return register
 
+    def schedule(
+        self,
+        *,
+        every: timedelta | float | None = None,
+        cron: str | None = None,
+        timezone: str = "UTC",
+        run_on_startup: bool = False,
+        name: str | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Run a function periodically: ``every`` (a ``timedelta`` or seconds) or ``cron``
+        (a crontab line, read with croniter: ``pip install croniter``), exactly one.
+
+        Each occurrence runs once: with ``snapshot_db`` once in the whole fleet (the
+        first process to claim it in the database runs it), without it once per
+        process. A process that was down does not replay a backlog: it runs at most the
+        latest missed occurrence. Each run is an ordinary tracked task; ``options``
+        (``retries``, ``delay``, ``backoff``, ``timeout``...) are ``task()``'s, and the
+        function is registered like one. ``run_on_startup`` also runs it once when
+        each process starts.
+        """
+        if (every is None) == (cron is None):
+            raise ValueError("schedule() needs exactly one of every= and cron=")
+        interval = None
+        if every is not None:
+            interval = every.total_seconds() if isinstance(every, timedelta) else every
+            _check_number("every", interval, strict=True)
+        tz = _zone(timezone)
+        if cron is not None:
+            if not isinstance(cron, str) or not cron.strip():
+                raise TypeError(f"cron must be a crontab line, got {cron!r}")
+            croniter = _import_croniter()
+            if not croniter.is_valid(cron):
+                raise ValueError(f"cron={cron!r} is not a valid crontab line")
+        _check_bool("run_on_startup", run_on_startup)
+        register = self.task(name=name, **options)
+
+        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+            register(func)
+            config, _ = self._configs[func]
+            self._schedules.append(_Schedule(config.name, func, interval, cron, tz, run_on_startup))
+            return func
+
+        return decorate
+
+    async def _fire_schedules(self, *, starting: bool = False) -> None:
+        """Start each schedule's latest due occurrence that nobody ran yet."""
+        now = time.time()
+        for schedule in self._schedules:
+            if starting:
+                if schedule.run_on_startup:
+                    self.add_task(schedule.func)
+                if self._db is None:  # nothing tells whether it ran before: no catch-up
+                    schedule.last = schedule.latest(now)
+                    continue
+            due = schedule.latest(now)
+            if due <= schedule.last:
+                continue
+            schedule.last = due
+            if self._db is not None and self._db.ready:
+                # The claim comes first: a process that loses it never shows a task.
+                task_id = _new_id()
+                if not await self._db.claim_occurrence(schedule.name, due, task_id):
+                    continue
+                job, _ = self._create(
+                    schedule.func, (), {}, None, None, held=False, task_id=task_id
+                )
+                assert job is not None
+                self._release(job)
+            else:
+                self.add_task(schedule.func)
+
     def _config_for(self, func: Callable[..., Any]) -> tuple[TaskConfig, bool]:
         """``func``'s options, and whether it is a coroutine function (known once registered)."""
         try:
@@ -2951,6 +3095,7 @@ class TaskManager:
         *,
         held: bool,
         retry_of: str | None = None,
+        task_id: str | None = None,
     ) -> tuple[_Job | None, str]:
         if not callable(func):
             raise TypeError(f"add_task() needs a callable, got {func!r}")
@@ -2975,7 +3120,7 @@ class TaskManager:
                 "None, list, dict with str keys) or drop persist=True"
             )
         record = TaskRecord(
-            _new_id(),
+            task_id or _new_id(),
             config.name,
             args=tuple(args),
             kwargs=dict(kwargs) if kwargs else None,
@@ -3604,6 +3749,8 @@ class TaskManager:
                         await self.refresh()
                         if heard or _counts(self.metrics()) != before:
                             self._store.changed_elsewhere()  # open pages reload
+                if self._schedules:
+                    await self._fire_schedules()
                 now = time.monotonic()
                 if self.requeue_pending and now - last_claim >= 5.0:
                     last_claim = now
@@ -3702,6 +3849,8 @@ class TaskManager:
             self._started = False
             self._loop = None
             raise
+        if self._schedules:
+            await self._fire_schedules(starting=True)
         self._maintenance = asyncio.create_task(self._maintain(), name="taskflow-maintenance")
         backlog, self._backlog = self._backlog, []
         for job in backlog:
