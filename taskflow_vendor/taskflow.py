@@ -2427,7 +2427,21 @@ _LEVELS = ("debug", "info", "warning", "error", "critical")
 # =============================================================================
 
 
-class ManagedBackgroundTasks(BackgroundTasks):
+class _Adds:
+    """``with_options()`` for the two things that add tasks (TaskManager and
+    ManagedBackgroundTasks), whose ``_add`` takes the options separately."""
+
+    _add: Callable[..., str]
+
+    def with_options(
+        self, *, idempotency_key: str | None = None, tags: dict[str, str] | None = None
+    ) -> _WithOptions:
+        """``.add_task(func, ...)`` with these tracking options; every keyword argument
+        of that call goes to ``func``."""
+        return _WithOptions(self._add, idempotency_key, tags)
+
+
+class ManagedBackgroundTasks(_Adds, BackgroundTasks):
     """A ``BackgroundTasks`` whose ``add_task`` tracks the task and returns its id.
 
     Get one with ``Depends(task_manager.get_tasks)``, or, after
@@ -2484,13 +2498,6 @@ class ManagedBackgroundTasks(BackgroundTasks):
         """
         key, tags = _take_options(func, kwargs)
         return self._add(func, args, kwargs, key, tags)
-
-    def with_options(
-        self, *, idempotency_key: str | None = None, tags: dict[str, str] | None = None
-    ) -> _WithOptions:
-        """``.add_task(func, ...)`` with these tracking options; every keyword argument
-        of that call goes to ``func``."""
-        return _WithOptions(self._add, idempotency_key, tags)
 
     def _add(
         self,
@@ -2770,7 +2777,7 @@ def _check_bool(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-class TaskManager:
+class TaskManager(_Adds):
     """Tracks background tasks: ids, statuses, retries, persistence and lifecycle.
 
     Every argument is keyword-only and validated here, so a typo fails at import
@@ -3064,13 +3071,6 @@ class TaskManager:
         """
         key, tags = _take_options(func, kwargs)
         return self._add(func, args, kwargs, key, tags)
-
-    def with_options(
-        self, *, idempotency_key: str | None = None, tags: dict[str, str] | None = None
-    ) -> _WithOptions:
-        """``.add_task(func, ...)`` with these tracking options; every keyword argument
-        of that call goes to ``func``."""
-        return _WithOptions(self._add, idempotency_key, tags)
 
     def _add(
         self,
