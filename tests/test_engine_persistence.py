@@ -6,6 +6,7 @@ the SQLite file format and bad database files; PostgreSQL schemas and URLs."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -999,3 +1000,55 @@ async def test_the_schema_in_the_url_holds_the_tables_and_keeps_managers_apart(p
         assert await again.fetch(b) is None
         assert again.add_task(job, "a", idempotency_key="same-key") == a
         assert again.metrics()["total"] == 1
+
+
+async def test_a_stalled_process_whose_tasks_were_claimed_does_not_start_them_too(
+    snapshot_target: str,
+):
+    # A process stops heartbeating (a long pause, simulated by stopping its maintenance
+    # loop); another claims its unfinished tasks and runs them. When the first resumes, it
+    # learns it was declared dead and starts none of the claimed pending tasks itself.
+    db = snapshot_target
+    ran: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+
+    def build(who: str) -> TaskManager:
+        tm = TaskManager(
+            snapshot_db=db,
+            snapshot_interval=0.05,
+            requeue_pending=True,
+            heartbeat_timeout=0.3,
+            max_concurrent_tasks=1,
+        )
+
+        @tm.task(name="step", persist=True)
+        async def step(n: int) -> None:
+            if n == 0:
+                await gate.wait()  # holds the stalled process's only slot
+            ran.append((who, n))
+
+        return tm
+
+    stalled, survivor = build("stalled"), build("survivor")
+    async with started(stalled):
+        ids = [stalled.add_task(stalled._registry["step"][0], n) for n in range(6)]
+        await reaches(stalled, ids[0], "running")
+        await stalled.flush()
+        stalled._maintenance.cancel()  # the pause: no more heartbeats
+        async with started(survivor):
+            await until(
+                lambda: {"survivor"} == {w for w, n in ran if n} and len(ran) == 5,
+                timeout=15,
+                what="the survivor to run the five pending tasks",
+            )
+            # The stalled process resumes.
+            stalled._maintenance = asyncio.create_task(stalled._maintain())
+            await until(
+                lambda: all(stalled.get(i).status.value != "pending" for i in ids[1:]),
+                what="the stalled process to give its pending tasks up",
+            )
+            gate.set()
+            await asyncio.sleep(0.3)
+    counted = collections.Counter(n for _, n in ran)
+    assert all(counted[n] == 1 for n in range(1, 6)), ran  # each pending task ran once
+    assert {w for w, n in ran if n} == {"survivor"}

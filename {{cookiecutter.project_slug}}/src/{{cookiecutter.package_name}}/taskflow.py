@@ -1221,6 +1221,7 @@ class _Storage:
         self.target = target  # for messages: never holds a password
         self.owner = owner
         self.stale_after = _STALE_AFTER
+        self.joined = False  # this process's heartbeat row was written
 
     # -- what each dialect provides ------------------------------------------------
 
@@ -1274,7 +1275,7 @@ class _Storage:
             return None
         return (row[0], TaskStatus(row[1])) if row else None
 
-    async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> None:
+    async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> bool:
         """Upsert ``rows`` (and refresh this process's heartbeat).
 
         Each chunk is one multi-row INSERT: a single statement is atomic on its own,
@@ -1289,12 +1290,24 @@ class _Storage:
             except self.row_errors:
                 await self._upsert_one_by_one(chunk)
         if heartbeat:
-            await self.execute(
-                "INSERT INTO instances (owner, host, pid, heartbeat) "
-                f"VALUES (?, ?, ?, {self.now_sql}) "
-                "ON CONFLICT (owner) DO UPDATE SET heartbeat = excluded.heartbeat",
-                (self.owner, _clean(socket.gethostname()), os.getpid()),
-            )
+            return await self._beat()
+        return True
+
+    async def _beat(self) -> bool:
+        """Refresh this process's heartbeat; False when another process had declared it
+        dead (its row gone: its tasks were claimed), after which it joins anew."""
+        if self.joined and await self.execute(
+            f"UPDATE instances SET heartbeat = {self.now_sql} WHERE owner = ?", (self.owner,)
+        ):
+            return True
+        await self.execute(
+            "INSERT INTO instances (owner, host, pid, heartbeat) "
+            f"VALUES (?, ?, ?, {self.now_sql}) "
+            "ON CONFLICT (owner) DO UPDATE SET heartbeat = excluded.heartbeat",
+            (self.owner, _clean(socket.gethostname()), os.getpid()),
+        )
+        evicted, self.joined = self.joined, True
+        return not evicted
 
     async def _upsert(self, chunk: list[tuple[Any, ...]]) -> None:
         await self.execute(
@@ -1377,6 +1390,8 @@ class _Storage:
                     (self.owner, owner, *names),
                 )
                 claimed.extend(_record_from_row(r) for r in rows)
+                # Its row goes: if it was only stalled, its next heartbeat finds out.
+                await self.execute("DELETE FROM instances WHERE owner = ?", (owner,))
             return claimed
 
         return await self.atomic(work)  # type: ignore[no-any-return]
@@ -2149,6 +2164,7 @@ class _Keeper:
         self.lock = asyncio.Lock()
         self.problem: str | None = None  # why the last turn failed; /health shows it
         self.elsewhere = False  # another process wrote since the last turn
+        self.evicted = False  # others declared this process dead and claimed its tasks
 
     async def flush(self, *, heartbeat: bool = False) -> int:
         """Write every changed record now; how many rows."""
@@ -2210,7 +2226,8 @@ class _Keeper:
         except Exception:
             rows = self._rows_one_by_one(batch)
         try:
-            await self.db.write(rows, heartbeat=heartbeat)
+            if not await self.db.write(rows, heartbeat=heartbeat):
+                self.evicted = True
         except BaseException:
             for task_id, record in batch.items():
                 store.dirty.setdefault(task_id, record)
@@ -3740,6 +3757,9 @@ class TaskManager(_Adds):
             try:
                 if keeper is not None:
                     await keeper.turn()
+                    if keeper.evicted:
+                        keeper.evicted = False
+                        self._yield_claimed()
                     # Other processes' changes: heard of (PostgreSQL), or looked for every
                     # poll interval, so /metrics tells the truth to a scraper alone.
                     heard = keeper.elsewhere
@@ -3765,6 +3785,27 @@ class TaskManager(_Adds):
                     logger.exception("taskflow maintenance step failed; will try again")
                 else:
                     keeper.failed(exc)
+
+    def _yield_claimed(self) -> None:
+        """This process stalled past heartbeat_timeout and another claimed its unfinished
+        tasks: it must not start the pending ones too (their rows are the claimant's now,
+        and its own writes of them are ignored). Running ones cannot be stopped."""
+        pending = [j for j in self._jobs.values() if j.record.status is _PENDING]
+        logger.error(
+            "taskflow: this process was declared dead by the others sharing %s (no heartbeat "
+            "for %gs) and its unfinished tasks were claimed; %d pending task(s) will not "
+            "start here",
+            self._db.target if self._db is not None else "the database",
+            self.heartbeat_timeout,
+            len(pending),
+        )
+        for job in pending:
+            job.next = None  # the claimant runs what followed
+            self._finish(
+                job,
+                TaskStatus.INTERRUPTED,
+                error="claimed by another process while this one stalled",
+            )
 
     async def _claim(self) -> None:
         """Adopt unfinished tasks of dead processes: run them again or mark them interrupted.
