@@ -4347,31 +4347,33 @@ def _host_name(host: str) -> str:
 
 
 def _allowed_hosts(hosts: Any) -> frozenset[str]:
-    if hosts is None:
-        return frozenset()
-    if isinstance(hosts, str) or not isinstance(hosts, (list, tuple, set, frozenset)):
-        raise TypeError(f"allowed_hosts must be a list of host names, got {hosts!r}")
-    for host in hosts:
-        if not isinstance(host, str) or not re.fullmatch(r"\*|[A-Za-z0-9._-]+|[0-9A-Fa-f:]+", host):
-            raise ValueError(
-                f"allowed_hosts takes bare host names or addresses (no scheme, port or "
-                f"path), or '*'; got {host!r}"
-            )
-    return frozenset(h.lower() for h in hosts)
+    return _names(
+        "allowed_hosts",
+        hosts,
+        r"\*|[A-Za-z0-9._-]+|[0-9A-Fa-f:]+",
+        "bare host names or addresses (no scheme, port or path), or '*'",
+    )
 
 
 def _allowed_origins(origins: Any) -> frozenset[str]:
-    if origins is None:
+    return _names(
+        "allowed_origins",
+        origins,
+        r"https?://[^/?#\s]+",
+        "origins like 'https://tasks.example.com' (scheme, host and optional port; no path)",
+    )
+
+
+def _names(param: str, values: Any, pattern: str, takes: str) -> frozenset[str]:
+    """A TaskAdmin list setting as a set of lower-case strings, each matching ``pattern``."""
+    if values is None:
         return frozenset()
-    if isinstance(origins, str) or not isinstance(origins, (list, tuple, set, frozenset)):
-        raise TypeError(f"allowed_origins must be a list of origins, got {origins!r}")
-    for origin in origins:
-        if not isinstance(origin, str) or not re.fullmatch(r"https?://[^/?#\s]+", origin):
-            raise ValueError(
-                f"allowed_origins takes origins like 'https://tasks.example.com' (scheme, "
-                f"host and optional port; no path); got {origin!r}"
-            )
-    return frozenset(o.lower() for o in origins)
+    if isinstance(values, str) or not isinstance(values, (list, tuple, set, frozenset)):
+        raise TypeError(f"{param} must be a list, got {values!r}")
+    for value in values:
+        if not isinstance(value, str) or not re.fullmatch(pattern, value):
+            raise ValueError(f"{param} takes {takes}; got {value!r}")
+    return frozenset(v.lower() for v in values)
 
 
 def _from_browser(request: Request) -> bool:
