@@ -493,3 +493,112 @@ async def test_counts_never_go_negative_and_always_sum_to_the_total(tmp_path):
             check()
         spinning.cancel()
     assert not bad, bad[:5]
+
+
+async def test_a_status_filtered_page_in_memory_counts_exactly_what_is_kept():
+    """Without a database, a page filtered by status takes its total from counts kept as
+    records come, change and go (eviction, pruning, cancel, retry, threads): they must
+    equal a full count of what memory holds, and the page the full walk's first rows."""
+    tm = TaskManager(max_history=40)
+    rng = random.Random(7)
+    gate = asyncio.Event()
+
+    @tm.task(name="ok")
+    async def ok():
+        return None
+
+    @tm.task(name="bad")
+    def bad():
+        raise ValueError("bad")
+
+    @tm.task(name="wait")
+    async def wait():
+        await gate.wait()
+
+    async def check():
+        kept = list(reversed([tm.get(i) for i in list(tm._store.records)]))
+        for status in TaskStatus:
+            expected = [r.task_id for r in kept if r.status is status]
+            got, total = await _query_ids(tm, status=status.value, limit=7)
+            assert total == len(expected), status
+            assert got == expected[:7], status
+        both = [r.task_id for r in kept if r.status.value in ("failed", "cancelled")]
+        got, total = await _query_ids(tm, status=["failed", "cancelled"], limit=5, offset=3)
+        assert (got, total) == (both[3:8], len(both))
+
+    async with started(tm):
+        waiting = [tm.add_task(wait) for _ in range(3)]
+        for step in range(200):
+            roll = rng.random()
+            if roll < 0.5:
+                await reaches(tm, tm.add_task(ok))
+            elif roll < 0.7:
+                await reaches(tm, await asyncio.to_thread(tm.add_task, bad))
+            elif roll < 0.8:
+                pending = tm.add_task(ok)
+                tm.cancel(pending)
+            elif roll < 0.9:
+                failed, _ = await tm.query(status="failed", limit=1)
+                if failed:
+                    await reaches(tm, await tm.retry(failed[0].task_id))
+            else:
+                await tm.prune(older_than=timedelta(seconds=0.05))
+            if step % 25 == 0:
+                await check()
+        await check()
+        gate.set()
+        for task_id in waiting:
+            await reaches(tm, task_id)
+        await check()
+
+
+async def test_q_searches_the_newest_window_of_tasks_within_since_and_until(
+    storage_target, monkeypatch
+):
+    """A search has no index, so it looks at the newest tasks only (taskflow._SEARCH_WINDOW,
+    10,000; 20 here), the same way in memory and in each database; since/until move the
+    window back to older tasks, and the list says which window it searched."""
+    import taskflow
+
+    monkeypatch.setattr(taskflow, "_SEARCH_WINDOW", 20)
+    tm = TaskManager(snapshot_db=storage_target, max_history=100)
+
+    async def job(n):
+        return n
+
+    async with started(tm):
+        ids = []
+        for n in range(50):
+            ids.append(tm.add_task(job, n))
+            await asyncio.sleep(0.002)  # distinct creation times
+        for task_id in ids:
+            await reaches(tm, task_id)
+        newest_first = list(reversed(ids))
+
+        got, total = await _query_ids(tm, q="job", limit=100)
+        assert (got, total) == (newest_first[:20], 20)
+        got, total = await _query_ids(tm, q="job", limit=5, offset=15)
+        assert (got, total) == (newest_first[15:20], 20)
+        got, total = await _query_ids(tm, q="job", sort="created_at", limit=3)
+        assert (got, total) == (ids[30:33], 20), "oldest first within the same window"
+        assert (await _query_ids(tm, q=ids[5][:12]))[1] == 0, "outside the window"
+
+        records = {r.task_id: r for r in (await tm.query(limit=1000))[0]}
+        until = records[ids[9]].created_at
+        got, total = await _query_ids(tm, q=ids[5][:12], until=until)
+        assert (got, total) == ([ids[5]], 1), "until moves the window back"
+        got, total = await _query_ids(tm, q="job", until=until, limit=100)
+        assert (got, total) == (newest_first[40:], 10)
+        since = records[ids[35]].created_at
+        got, total = await _query_ids(tm, q="job", since=since, limit=100)
+        assert (got, total) == (newest_first[:15], 15)
+        # Filters other than the time range do not move it: 20 newest, then filtered.
+        assert (await _query_ids(tm, q="job", status="failed"))[1] == 0
+
+        app = FastAPI()
+        TaskAdmin(app, tm)
+        async with client(app) as http:
+            response = await http.get("/tasks", params={"q": "job"})
+            assert response.headers["X-Search-Window"] == "20"
+            assert response.headers["X-Total-Count"] == "20"
+            assert "X-Search-Window" not in (await http.get("/tasks")).headers

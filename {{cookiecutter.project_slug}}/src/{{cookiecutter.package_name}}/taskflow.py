@@ -482,9 +482,10 @@ def _frozen_status(f: tuple[Any, ...]) -> TaskStatus:
     return _STATUSES[f[_F_BITS] & 7]
 
 
-def _found(needle: str, f: tuple[Any, ...]) -> bool:
-    """Whether lower-case ``needle`` is what ``q`` looks for in frozen record ``f``."""
-    if f[_F_ID].startswith(needle) or needle in f[_F_NAME].lower():
+def _found(needle: str, f: tuple[Any, ...], *, name_checked: bool = False) -> bool:
+    """Whether lower-case ``needle`` is what ``q`` looks for in frozen record ``f``
+    (``name_checked``: the caller already knows the function name does not hold it)."""
+    if f[_F_ID].startswith(needle) or (not name_checked and needle in f[_F_NAME].lower()):
         return True
     rare = f[_F_RARE]
     if rare is None:
@@ -493,6 +494,11 @@ def _found(needle: str, f: tuple[Any, ...]) -> bool:
     return bool(error and needle in error.lower()) or any(
         needle in value.lower() for value in (tags or ())[1::2]
     )
+
+
+def _entry_status(entry: Any) -> int:
+    """The status index of a kept entry: a live TaskRecord or a frozen tuple."""
+    return entry[_F_BITS] & 7 if type(entry) is tuple else _STATUS_INDEX[entry.status]
 
 
 def _frozen_key(f: tuple[Any, ...]) -> str | None:
@@ -641,6 +647,9 @@ class _Store:
         # queryable (so they stay counted, and keep their idempotency keys).
         self.persistent = False
         self.seq = 0
+        # How many kept records have each status (by _STATUS_INDEX): a page filtered by
+        # status alone takes its total from here and stops walking at the page.
+        self.kept = [0] * len(_STATUSES)
         # Ids of the last 4,096 changes; the last one is change number ``seq``.
         self.changes: deque[str] = deque(maxlen=4096)
         self.watchers: set[asyncio.Event] = set()
@@ -702,56 +711,70 @@ class _Store:
         tuples) and how many match.
 
         ``q`` matches, ignoring case, the start of the task id or part of the function
-        name, the error or a tag value: the definition the database and the page use.
+        name, the error or a tag value: the definition the database and the page use,
+        over the same window (the newest ``_SEARCH_WINDOW`` tasks within since/until).
         """
         needle = q.lower() if q else None
         records = self.records
-        if sort == "created_at":
+        timed = lo is not None or hi is not None
+        if sort == "created_at" and not (statuses or func_name or needle or timed):
             # Records are kept in the order they were created: the newest end is walked
             # and the walk stops at the page, so a page costs the page, not the history.
             ordered = reversed(records.values()) if descending else iter(records.values())
-            if not (statuses or func_name or needle or lo is not None or hi is not None):
-                return list(itertools.islice(ordered, offset, offset + limit)), len(records)
-            found: list[TaskRecord | tuple[Any, ...]] = []
-            total = 0
-            for entry in ordered:
-                f = entry if type(entry) is tuple else _freeze(entry)
-                created = _times(f)[0] if lo is not None or hi is not None else 0.0
-                if (
-                    (not statuses or _frozen_status(f).value in statuses)
-                    and (not func_name or f[_F_NAME] == func_name)
-                    and (not needle or _found(needle, f))
-                    and (lo is None or created >= lo)
-                    and (hi is None or created <= hi)
-                ):
-                    if offset <= total < offset + limit:
-                        found.append(entry)
-                    total += 1
-            return found, total
-        # Other sorts: filter and sort the frozen form (live records are few; freeze them too).
+            return list(itertools.islice(ordered, offset, offset + limit)), len(records)
+        wanted = {_STATUS_INDEX[TaskStatus(s)] for s in statuses}
+        named: dict[str, bool] = {}  # function name -> holds the needle (names are few)
+
+        def in_range(f: tuple[Any, ...]) -> bool:
+            created = _times(f)[0]
+            return (lo is None or created >= lo) and (hi is None or created <= hi)
+
+        def matches(entry: TaskRecord | tuple[Any, ...]) -> bool:
+            f = entry if type(entry) is tuple else _freeze(entry)  # type: ignore[arg-type]
+            if wanted and f[_F_BITS] & 7 not in wanted:
+                return False
+            if func_name and f[_F_NAME] != func_name:
+                return False
+            if needle:
+                hit = named.get(f[_F_NAME])
+                if hit is None:
+                    hit = named[f[_F_NAME]] = needle in f[_F_NAME].lower()
+                if not (hit or _found(needle, f, name_checked=True)):
+                    return False
+            return not timed or in_range(f)
+
+        candidates: Any = records.values()  # in the order created
+        if needle and len(records) > _SEARCH_WINDOW:
+            # The database's window: a search looks at the newest _SEARCH_WINDOW tasks
+            # within since/until.
+            newest: Iterable[Any] = reversed(records.values())
+            if timed:
+                newest = (e for e in newest if in_range(e if type(e) is tuple else _freeze(e)))
+            candidates = list(itertools.islice(newest, _SEARCH_WINDOW))[::-1]
+        if sort == "created_at":
+            # Newest (or oldest) first, walked until the page is full.
+            matching = filter(matches, reversed(candidates) if descending else iter(candidates))
+            skipped = sum(1 for _ in itertools.islice(matching, offset))
+            found = list(itertools.islice(matching, limit))
+            if not (func_name or needle or timed):
+                # By status alone: the kept counts give the total; the walk stops here.
+                return found, sum(self.kept[i] for i in wanted)
+            return found, skipped + len(found) + sum(1 for _ in matching)
+        # Other sorts: sort what matches (live records are few; they are frozen too).
         rows = []
-        for entry in records.values():
+        for entry in filter(matches, candidates):
             f = entry if type(entry) is tuple else _freeze(entry)
-            status_value = _frozen_status(f).value
             created, started, ended = _times(f)
-            if (
-                (not statuses or status_value in statuses)
-                and (not func_name or f[_F_NAME] == func_name)
-                and (not needle or _found(needle, f))
-                and (lo is None or created >= lo)
-                and (hi is None or created <= hi)
-            ):
-                if sort == "duration":
-                    value = _duration(started, ended)
-                else:
-                    value = {
-                        "created_at": created,
-                        "start_time": started,
-                        "end_time": ended,
-                        "func_name": f[_F_NAME],
-                        "status": status_value,
-                    }[sort]
-                rows.append(((value is not None, value if value is not None else 0, created), f))
+            if sort == "duration":
+                value = _duration(started, ended)
+            else:
+                value = {
+                    "start_time": started,
+                    "end_time": ended,
+                    "func_name": f[_F_NAME],
+                    "status": _frozen_status(f).value,
+                }[sort]
+            rows.append(((value is not None, value if value is not None else 0, created), f))
         rows.sort(key=lambda row: row[0], reverse=descending)
         page = []
         for _, f in rows[offset : offset + limit]:
@@ -778,6 +801,10 @@ class _Store:
             self.func(record.func_name).counts[record.status] += 1
         if record.idempotency_key:
             self.idempotency[record.idempotency_key] = record.task_id
+        previous = self.records.get(record.task_id)
+        if previous is not None and previous is not record:
+            self.kept[_entry_status(previous)] -= 1
+        self.kept[_STATUS_INDEX[record.status]] += 1
         if record.status in _FINAL:
             self.records[record.task_id] = _freeze(record)
             self.finished.append(record.task_id)
@@ -793,6 +820,10 @@ class _Store:
         counts = stats.counts
         counts[old] -= 1
         counts[status] += 1
+        if record.task_id in self.records:
+            kept = self.kept
+            kept[_STATUS_INDEX[old]] -= 1
+            kept[_STATUS_INDEX[status]] += 1
         record.status = status
         if status in _FINAL:
             self._finished(record, stats)
@@ -828,6 +859,7 @@ class _Store:
         entry = self.records.pop(task_id, None)
         if entry is None:
             return
+        self.kept[_entry_status(entry)] -= 1
         if type(entry) is tuple:
             key, name, status = _frozen_key(entry), entry[_F_NAME], _frozen_status(entry)
         else:
@@ -938,7 +970,9 @@ _BRIEF_COLUMNS = (  # _brief_dict's arguments, in order
     "retry_of, owner, retried_as"
 )
 _UNFINISHED = "status IN ('pending', 'running')"
-_SEARCH_TOTAL_CAP = 10_000  # a q search's total counts at most this many matches
+# A q search has no index: it looks at the newest _SEARCH_WINDOW tasks (within since/until),
+# so that a page and its total cost the window, not the whole history.
+_SEARCH_WINDOW = 10_000
 _FINISHED = "status IN ('success', 'failed', 'cancelled', 'interrupted')"
 # Login attempts, counted by the throttle on every host (keys are digests).
 _LOGIN_ATTEMPTS = [
@@ -1437,6 +1471,15 @@ class _Storage:
             clauses.append("func_name = ?")
             params.append(func_name)
         if q:  # _Store.page's definition: id prefix, or part of name, error or a tag value
+            # The window: created at or after the _SEARCH_WINDOW-th newest task in range.
+            bounds = [("created_at >= ?", lo), ("created_at <= ?", hi)]
+            in_range = [(sql, value) for sql, value in bounds if value is not None]
+            clauses.append(
+                "created_at >= coalesce((SELECT created_at FROM tasks"
+                + (" WHERE " + " AND ".join(sql for sql, _ in in_range) if in_range else "")
+                + f" ORDER BY created_at DESC LIMIT 1 OFFSET {_SEARCH_WINDOW - 1}), 0)"
+            )
+            params.extend(value for _, value in in_range)
             like = _like(q)
             part = "%" + like + "%"
             clauses.append(
@@ -1456,12 +1499,6 @@ class _Storage:
         order = f"{sort} {direction}{nulls}, created_at {direction}, task_id {direction}"
         if not (q or lo is not None or hi is not None):
             count = f"SELECT coalesce(sum(n), 0) FROM task_counts{where}"
-        elif q:
-            # A search has no index: its total stops at _SEARCH_TOTAL_CAP matches, so a
-            # common word does not scan the whole history just to be counted.
-            count = (
-                f"SELECT count(*) FROM (SELECT 1 FROM tasks{where} LIMIT {_SEARCH_TOTAL_CAP}) AS m"
-            )
         else:
             count = f"SELECT count(*) FROM tasks{where}"
         # The total rides along as an extra column: one round trip.
@@ -3582,7 +3619,8 @@ class TaskManager(_Adds):
         """One page of tasks, newest first by default, and how many match in all.
 
         ``status`` takes one status or several; ``q`` matches, ignoring case, the
-        start of a task id or part of the function name, the error or a tag value;
+        start of a task id or part of the function name, the error or a tag value,
+        among the newest 10,000 tasks within since/until (a search has no index);
         ``since``/``until`` bound ``created_at``. With ``snapshot_db`` the query runs
         in the database over the whole history; without it, over the records in memory.
         """
@@ -4761,6 +4799,8 @@ class _Admin:
                 "X-Change-Seq": str(seq),
                 "X-Change-Source": self.changes_source,
             }
+            if q:  # a search looks at the newest tasks only (within since/until)
+                headers["X-Search-Window"] = str(_SEARCH_WINDOW)
             if offset + limit < total:
                 # Relative (RFC 8288): right behind any proxy, port or prefix.
                 url = request.url.include_query_params(offset=offset + limit, limit=limit)
@@ -6398,8 +6438,11 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     const n = el.rows.children.length;
     // Without filters the total is the one the cards' counts go with (same change).
     if (unfiltered() && state.kept != null) state.total = state.kept;
-    el.range.textContent = n ? `${state.offset + 1}–${state.offset + n} of ${numFmt.format(state.total)}`
-      : `0 of ${numFmt.format(state.total)}`;
+    el.range.textContent = (n ? `${state.offset + 1}–${state.offset + n} of ${numFmt.format(state.total)}`
+      : `0 of ${numFmt.format(state.total)}`)
+      // A search looks at the newest tasks only (X-Search-Window): say so once there are more.
+      + (state.q && state.window && state.kept > state.window
+        ? ` in the newest ${numFmt.format(state.window)}` : '');
     el.prev.disabled = state.offset === 0;
     el.next.disabled = state.offset + n >= state.total;
     el.empty.hidden = n > 0;
@@ -6436,6 +6479,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
       inflight = null;
       listed = true;
       state.total = Number(res.headers.get('X-Total-Count') ?? tasks.length) || 0;
+      state.window = Number(res.headers.get('X-Search-Window')) || null;
       if (!tasks.length && state.offset > 0 && state.total > 0) {
         state.offset = Math.floor((state.total - 1) / PAGE) * PAGE;
         return loadPage();
