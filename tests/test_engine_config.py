@@ -108,6 +108,8 @@ def test_task_decorator_defaults_match_the_contract():
         "jitter": False,
         "max_delay": None,
         "retry_on": (Exception,),
+        "queue": "default",
+        "priority": 0,
     }
 
 

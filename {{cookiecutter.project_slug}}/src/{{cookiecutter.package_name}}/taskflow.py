@@ -32,6 +32,7 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import heapq
 import hmac
 import inspect
 import io
@@ -96,6 +97,9 @@ __all__ = [
     "TaskStateError",
     "TaskArgumentError",
     "TaskflowDatabaseError",
+    "QueueFull",
+    # queues
+    "Queue",
     # admin
     "TaskAdmin",
     "TaskAuthBackend",
@@ -138,6 +142,26 @@ class TaskArgumentError(TaskflowError, ValueError):
 
 class TaskflowDatabaseError(TaskflowError, RuntimeError):
     """The ``snapshot_db`` file cannot be used (unreadable, foreign or too new)."""
+
+
+class QueueFull(TaskflowError, HTTPException):
+    """A task was refused because its queue already holds ``max_size`` waiting tasks.
+
+    Raised by ``add_task``; in a route it answers 503 with ``Retry-After`` (it is an
+    ``HTTPException``), so a client is told to come back instead of losing the task.
+    """
+
+    def __init__(self, queue: str, max_size: int) -> None:
+        self.queue = queue
+        self.max_size = max_size
+        message = (
+            f"queue {queue!r} is full: {max_size} tasks are waiting (Queue(max_size={max_size}));"
+            " try again later"
+        )
+        HTTPException.__init__(self, 503, message, headers={"Retry-After": "1"})
+
+    def __str__(self) -> str:
+        return str(self.detail)
 
 
 class TaskStatus(str, enum.Enum):
@@ -217,6 +241,8 @@ class TaskConfig:
     jitter: bool = False
     max_delay: float | None = None
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    queue: str = "default"
+    priority: int = 0
 
     def delay_for(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
@@ -2395,6 +2421,111 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
         future.set_result(result)
 
 
+@dataclasses.dataclass(frozen=True)
+class Queue:
+    """Limits of a named queue: ``TaskManager(queues={"email": Queue(concurrency=5)})``.
+
+    ``concurrency``: at most this many of its tasks run at once (None: no limit).
+    ``max_size``: at most this many wait to start; one more is refused with
+    ``QueueFull`` (None: no limit). Within a queue, a task of higher ``priority``
+    (``@task_manager.task(queue=..., priority=...)``) starts before a lower one;
+    equal priorities start in the order added.
+    """
+
+    concurrency: int | None = None
+    max_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_number("concurrency", self.concurrency, minimum=1, allow_none=True, integer=True)
+        _check_number("max_size", self.max_size, minimum=1, allow_none=True, integer=True)
+
+
+class _Lane:
+    """A queue at run time: its waiting and running tasks, and who starts next."""
+
+    __slots__ = (
+        "name",
+        "concurrency",
+        "max_size",
+        "waiting",
+        "running",
+        "heap",
+        "seq",
+        "done",
+        "minutes",
+        "lock",
+    )
+
+    def __init__(self, name: str, limits: Queue) -> None:
+        self.name = name
+        self.concurrency = limits.concurrency
+        self.max_size = limits.max_size
+        self.waiting = 0  # added, not started (nor finished)
+        self.running = 0  # holding one of its concurrency slots
+        # Tasks waiting for a slot: (-priority, order, future); the future is set when
+        # a finishing task hands its slot over.
+        self.heap: list[tuple[int, int, asyncio.Future]] = []
+        self.seq = 0
+        self.done = 0  # tasks of this queue that reached a final status
+        self.minutes: dict[int, int] = {}  # minute -> tasks finished in it
+        self.lock = threading.Lock()  # tasks are added from request threads too
+
+    def admit(self) -> None:
+        """Count one more waiting task, or refuse it when ``max_size`` are waiting."""
+        with self.lock:
+            if self.max_size is not None and self.waiting >= self.max_size:
+                raise QueueFull(self.name, self.max_size)
+            self.waiting += 1
+
+    def started(self) -> None:
+        with self.lock:
+            self.waiting -= 1
+
+    async def enter(self, priority: int) -> None:
+        """Take a slot: at once when one is free and nobody waits, else in priority order."""
+        if self.concurrency is None or (self.running < self.concurrency and not self.heap):
+            self.running += 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.seq += 1
+        heapq.heappush(self.heap, (-priority, self.seq, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.leave()  # the slot was handed over as this task was cancelled
+            raise
+
+    def leave(self) -> None:
+        """Give the slot to the next waiting task, or free it."""
+        heap = self.heap
+        while heap:
+            future = heapq.heappop(heap)[2]
+            if not future.done():
+                future.set_result(None)  # the slot passes on: ``running`` is unchanged
+                return
+        self.running -= 1
+
+    def finished(self, ended: float) -> None:
+        self.done += 1
+        minute = int(ended // 60)
+        self.minutes[minute] = self.minutes.get(minute, 0) + 1
+        if len(self.minutes) > 2:
+            for old in [m for m in self.minutes if m < minute - 1]:
+                del self.minutes[old]
+
+    def stats(self) -> dict[str, Any]:
+        last = int(time.time() // 60) - 1
+        return {
+            "concurrency": self.concurrency,
+            "max_size": self.max_size,
+            "waiting": max(self.waiting, 0),
+            "running": self.running if self.concurrency is not None else None,
+            "done": self.done,
+            "done_last_minute": self.minutes.get(last, 0),
+        }
+
+
 # create_task(context=...) exists from Python 3.11; before it, a task copies the
 # context it is created in.
 _TASK_CONTEXT = sys.version_info >= (3, 11)
@@ -2420,6 +2551,7 @@ class _Job:
         "stop",
         "attempt",
         "next",
+        "queued",
     )
 
     def __init__(
@@ -2444,6 +2576,7 @@ class _Job:
         self.stop: str | None = None  # "cancel" or "shutdown" when we cancel the handle
         self.attempt = 0
         self.next: _Job | None = None  # the request's next task: released when this one ends
+        self.queued = False  # counted as waiting in its queue (until it starts or ends)
 
 
 def get_task_context() -> TaskContext | None:
@@ -2872,6 +3005,7 @@ class TaskManager(_Adds):
         shutdown_timeout: float = 10.0,
         heartbeat_timeout: float = _STALE_AFTER,
         concurrent_request_tasks: bool = False,
+        queues: dict[str, Queue] | None = None,
     ) -> None:
         for name, value in (("snapshot_db", snapshot_db), ("log_file", log_file)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
@@ -2897,6 +3031,11 @@ class TaskManager(_Adds):
             raise ValueError(
                 "requeue_pending=True needs snapshot_db: pending tasks are saved there"
             )
+        if queues is not None and not (
+            isinstance(queues, dict)
+            and all(isinstance(k, str) and k and isinstance(v, Queue) for k, v in queues.items())
+        ):
+            raise TypeError(f"queues must be a dict of queue names to Queue(...), got {queues!r}")
         self.snapshot_db = os.fspath(snapshot_db) if snapshot_db is not None else None
         if self.snapshot_db is not None and _is_postgres_url(self.snapshot_db):
             _split_pg_url(self.snapshot_db)  # a bad schema= fails here, not at startup
@@ -2911,6 +3050,8 @@ class TaskManager(_Adds):
         self.shutdown_timeout = float(shutdown_timeout)
         self.heartbeat_timeout = float(heartbeat_timeout)
         self.concurrent_request_tasks = concurrent_request_tasks
+        self.queues: dict[str, Queue] = {"default": Queue(), **(queues or {})}
+        self._lanes = {name: _Lane(name, limits) for name, limits in self.queues.items()}
 
         self._registry: dict[str, tuple[Callable[..., Any], TaskConfig]] = {}
         self._configs: dict[Any, tuple[TaskConfig, bool]] = {}  # func -> (config, is async)
@@ -2954,6 +3095,8 @@ class TaskManager(_Adds):
         jitter: bool = False,
         max_delay: float | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        queue: str = "default",
+        priority: int = 0,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a function's options; returns the function unchanged.
 
@@ -2963,8 +3106,18 @@ class TaskManager(_Adds):
         runs longer. ``name`` is the name shown everywhere and used to find the
         function again for retry and requeue. ``persist=True`` commits the task
         before the response that returned its id is sent, so it survives a crash.
+        ``queue`` names one of ``TaskManager(queues=...)`` (or ``"default"``), whose
+        limits its tasks share; within it, higher ``priority`` starts first.
         """
         _check_number("retries", retries, integer=True)
+        if queue not in self.queues:
+            raise ValueError(
+                f"queue={queue!r} is not a queue of this TaskManager; it has "
+                + ", ".join(repr(q) for q in self.queues)
+                + " (declare it with TaskManager(queues={...: Queue(...)}))"
+            )
+        if type(priority) is not int:
+            raise TypeError(f"priority must be an int, got {priority!r}")
         _check_number("delay", delay)
         _check_number("backoff", backoff, minimum=1.0)
         _check_number("timeout", timeout, allow_none=True, strict=True)
@@ -3021,6 +3174,8 @@ class TaskManager(_Adds):
                 jitter,
                 max_delay,
                 retry_on,
+                queue,
+                priority,
             )
             self._registry[task_name] = (func, config)
             self._configs[func] = (config, _is_async(func))
@@ -3167,6 +3322,7 @@ class TaskManager(_Adds):
                 raise TypeError(f"tags must be a dict of str to str, got {tags!r}")
             tags = {_text_of(k): _text_of(v) for k, v in tags.items()}
         config, is_async = self._config_for(func)
+        lane = self._lanes[config.queue]
         if config.persist and _encode_args(args, kwargs) is None:
             raise TaskArgumentError(
                 f"arguments of persist=True task {config.name!r} cannot be stored as JSON "
@@ -3185,8 +3341,10 @@ class TaskManager(_Adds):
         )
         known = self._registry.get(config.name)
         record.by_name = known is not None and known[0] is func
+        lane.admit()  # raises QueueFull when max_size tasks wait already
         job = _Job(self, record, func, config, is_async)
         job.held = held
+        job.queued = True
         self._jobs[record.task_id] = job
         if self._loop is not None and threading.get_ident() != self._loop_thread:
             # A sync endpoint runs in a worker thread: make the record visible at once,
@@ -3281,15 +3439,28 @@ class TaskManager(_Adds):
     async def _run(self, job: _Job) -> None:
         record, config = job.record, job.config
         _current_task.set(job)
+        lane = self._lanes[config.queue]
+        limited = lane.concurrency is not None
+        if limited:
+            try:
+                await lane.enter(config.priority)
+            except asyncio.CancelledError:
+                self._stopped(job)
+                return
         if self._slots is not None:
             try:
                 await self._slots.acquire()
             except asyncio.CancelledError:
+                if limited:
+                    lane.leave()
                 self._stopped(job)
                 return
         try:
             if record.status is not _PENDING or self._closing:
                 return  # cancelled while waiting, or shutting down: shutdown() decides
+            if job.queued:
+                job.queued = False
+                lane.started()
             record.started = time.time()
             self._store.move(record, _RUNNING)
             if self._logfile is not None:
@@ -3346,6 +3517,8 @@ class TaskManager(_Adds):
         finally:
             if self._slots is not None:
                 self._slots.release()
+            if limited:
+                lane.leave()
             if record.status in _FINAL:
                 # Job -> asyncio task -> its context -> job: break the cycle so the
                 # task's objects go at once, not at the next garbage collection.
@@ -3428,6 +3601,11 @@ class TaskManager(_Adds):
         record.cancel_requested = False
         if record.attempts and record.attempts[-1][2] is None:  # close the open attempt
             record.attempts[-1][2:] = [record.ended, error]
+        lane = self._lanes[job.config.queue]
+        if job.queued:  # ended before it started (cancelled, interrupted)
+            job.queued = False
+            lane.started()
+        lane.finished(record.ended)
         self._jobs.pop(record.task_id, None)
         self._store.move(record, status)
         if self._logfile is not None:
@@ -3673,9 +3851,14 @@ class TaskManager(_Adds):
         """Counts per status, success rate, durations, per-function figures, per-minute series.
 
         Built from counters kept as tasks change (and rebuilt from the database at
-        startup and on ``refresh()``), never by scanning every record.
+        startup and on ``refresh()``), never by scanning every record. ``queues``
+        gives each queue's limits, its waiting and running tasks and how many finished
+        (in this process).
         """
-        return self._store.metrics()
+        return {
+            **self._store.metrics(),
+            "queues": {name: lane.stats() for name, lane in self._lanes.items()},
+        }
 
     async def refresh(self) -> None:
         """Write pending changes and rebuild counters from the database.
@@ -4547,6 +4730,18 @@ def _prometheus(metrics: dict[str, Any]) -> str:
     for quantile, key in (("0.5", "p50"), ("0.95", "p95")):
         if duration[key] is not None:
             lines.append(f'taskflow_task_duration_seconds{{quantile="{quantile}"}} {duration[key]}')
+    queues = metrics.get("queues", {})
+    for metric, key, kind, text in (
+        ("taskflow_queue_waiting", "waiting", "gauge", "Tasks waiting to start, by queue."),
+        ("taskflow_queue_running", "running", "gauge", "Tasks running, by queue (limited ones)."),
+        ("taskflow_queue_done_total", "done", "counter", "Tasks finished, by queue."),
+    ):
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+        lines += [
+            f'{metric}{{queue="{label(name)}"}} {stats[key]}'
+            for name, stats in queues.items()
+            if stats[key] is not None
+        ]
     lines += [
         "# HELP taskflow_success_ratio Successful share of finished tasks.",
         "# TYPE taskflow_success_ratio gauge",
