@@ -452,3 +452,53 @@ def test_poll_interval_picks_up_tasks_finished_by_another_process(serve, tmp_pat
         "metrics counting the other process's tasks",
     )
     assert env.http.get("/tasks/metrics").json()["success"] == 3
+
+
+def test_progress_arrives_over_the_stream_at_most_four_times_a_second(serve):
+    """task_progress() in a tight loop (a sync task, in its thread): the stream carries a
+    few progress updates, never one per call, and the latest value always arrives."""
+    from taskflow import task_progress
+
+    env = serve()
+
+    def crunch(gate):
+        for i in range(1, 20_001):
+            task_progress(i / 20_000, f"row {i} of 20000")
+            if i % 200 == 0:
+                time.sleep(0.01)  # about 1 s in all, yielding to the loop 100 times
+        gate.wait(10)
+
+    env.tm.task()(crunch)
+    s = env.stream()
+    s.until(lambda ev: metrics_in(ev), 5, "the first metrics event")
+    mark = len(s.events)
+    started = time.monotonic()
+    changes_before = env.tm._store.seq  # every change of any record counts one
+    task_id = env.tm.add_task(crunch, env.gate)
+
+    def done_counting(ev):
+        return any(
+            t["task_id"] == task_id and t.get("progress") == 1.0 for t in tasks_in(ev[mark:])
+        )
+
+    s.until(done_counting, 10, "the last progress value")
+    elapsed = time.monotonic() - started
+    # The source is throttled, not only the stream: created, running, then one change
+    # per 0.25 s at most (a slow consumer or a database writer sees no more either).
+    changes = env.tm._store.seq - changes_before
+    assert changes <= elapsed / 0.25 + 4, (changes, elapsed)
+    updates = [t for t in tasks_in(s.events[mark:]) if t["task_id"] == task_id and "progress" in t]
+    assert updates[-1]["progress_message"] == "row 20000 of 20000"
+    fractions = [t["progress"] for t in updates]
+    assert fractions == sorted(fractions)
+    # At most one every 0.25 s (plus the first), whatever the number of calls.
+    assert 2 <= len(updates) <= elapsed / 0.25 + 2, (len(updates), elapsed)
+    assert env.tm.get(task_id).to_dict()["progress"] == 1.0
+    env.gate.set()
+    s.until(
+        lambda ev: any(t["task_id"] == task_id and t["status"] == "success" for t in tasks_in(ev)),
+        5,
+        "success",
+    )
+    last = [t for t in tasks_in(s.events) if t["task_id"] == task_id][-1]
+    assert "progress" not in last, "a finished task shows no bar"
