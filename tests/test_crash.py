@@ -301,3 +301,67 @@ def test_two_workers_share_one_file_after_a_crash(tmp_path: Path, servers):
     output = crashed.output() + workers.output()
     assert "database is locked" not in output.lower()
     assert "Traceback" not in output
+
+
+def _later(url: str, kind: str, n: int, countdown: float) -> str:
+    response = httpx.post(f"{url}/later/{kind}/{n}", params={"countdown": countdown}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["task_id"]
+
+
+def _due_and_started(db: Path) -> dict[str, tuple]:
+    return {
+        t: (s, r, b)
+        for t, s, r, b in _query(db, "SELECT task_id, status, run_at, start_time FROM tasks")
+    }
+
+
+def test_delayed_runs_survive_sigkill_and_run_once_after_a_restart(tmp_path: Path, servers):
+    """Delayed runs accepted by a process that is then SIGKILLed: after a restart each runs
+    once, at or after its time; the restarted process also takes over the later ones."""
+    db, ran = tmp_path / "tasks.db", tmp_path / "ran.txt"
+    first = Server(tmp_path, "first", slow=0.05, limit=8)
+    servers.append(first)
+    soon = [_later(first.url, "fast", n, 2.0) for n in range(5)]
+    later = [_later(first.url, "sync_fast", n, 6.0) for n in range(3)]
+    rows = _due_and_started(db)
+    assert {rows[t][0] for t in soon + later} == {"scheduled"}  # committed before the answer
+    first.kill()
+    assert not _marks(ran), "nothing ran before the crash"
+
+    second = Server(tmp_path, "second", slow=0.05, limit=8)
+    servers.append(second)
+
+    def all_done():
+        statuses = _statuses(db)
+        return all(statuses[t] == "success" for t in soon + later) and statuses
+
+    wait_until(all_done, 30, "every delayed run to succeed after the restart")
+    marks = _marks(ran)
+    rows = _due_and_started(db)
+    for task_id in soon + later:
+        assert marks[("start", task_id)] == 1 and marks[("done", task_id)] == 1, task_id
+        _, run_at, start_time = rows[task_id]
+        assert start_time >= run_at - 0.01, "never before its time"
+    assert second.stop() == 0
+
+
+def test_a_live_process_takes_over_the_delayed_runs_of_one_that_died(tmp_path: Path, servers):
+    db, ran = tmp_path / "tasks.db", tmp_path / "ran.txt"
+    doomed = Server(tmp_path, "doomed", slow=0.05, limit=8)
+    survivor = Server(tmp_path, "survivor", slow=0.05, limit=8)
+    servers += [doomed, survivor]
+    ids = [_later(doomed.url, "fast", n, 1.0) for n in range(4)]
+    doomed.kill()
+
+    def all_done():
+        statuses = _statuses(db)
+        return all(statuses[t] == "success" for t in ids) and statuses
+
+    # The survivor looks for dead processes' tasks every 5 s (a dead PID on this host
+    # is known at once; another host's after heartbeat_timeout).
+    wait_until(all_done, 30, "the survivor to run the dead process's delayed runs")
+    marks = _marks(ran)
+    assert all(marks[("start", t)] == 1 for t in ids)
+    owners = {o for (o,) in _query(db, "SELECT DISTINCT owner FROM tasks")}
+    assert len(owners) == 1, "every row now belongs to the survivor"

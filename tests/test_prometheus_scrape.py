@@ -35,7 +35,7 @@ ADMIN = ("admin", "admin-password")
 SCRAPER = ("prometheus", "scraper-password")
 SECRET_KEY = "prometheus-tests-secret-0123456789"
 ODD_NAME = 'report "q1" \\ north'  # a label value that needs escaping
-STATUSES = {"pending", "running", "success", "failed", "cancelled", "interrupted"}
+STATUSES = {"pending", "running", "success", "failed", "cancelled", "interrupted", "scheduled"}
 
 
 def make_app() -> tuple[FastAPI, TaskManager]:
@@ -104,6 +104,9 @@ def check_families(text: str) -> None:
         families
     ), sorted(families)
     assert families["taskflow_tasks"].type == "gauge"
+    # Per queue: the default queue always exists (no limit: no running gauge).
+    assert families["taskflow_queue_done"].type == "counter"
+    assert {s.labels["queue"] for s in families["taskflow_queue_waiting"].samples} == {"default"}
     by_status = {s.labels["status"]: s.value for s in families["taskflow_tasks"].samples}
     assert set(by_status) == STATUSES
     assert by_status["success"] >= 2 and by_status["failed"] >= 1, by_status

@@ -101,6 +101,13 @@ async def enqueue(kind: str, n: int, tasks=Depends(task_manager.get_tasks)) -> d
     return {"task_id": tasks.add_task(FUNCS[kind], n), "pid": os.getpid()}
 
 
+@app.post("/later/{kind}/{n}")
+async def later(kind: str, n: int, countdown: float, tasks=Depends(task_manager.get_tasks)) -> dict:
+    """A delayed run (persist=True: committed before this answers)."""
+    task_id = tasks.with_options(countdown=countdown).add_task(FUNCS[kind], n)
+    return {"task_id": task_id, "pid": os.getpid()}
+
+
 @app.get("/health")
 async def health() -> dict:
     return {"pid": os.getpid()}

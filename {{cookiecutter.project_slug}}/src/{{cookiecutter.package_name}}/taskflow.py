@@ -166,7 +166,8 @@ class QueueFull(TaskflowError, HTTPException):
 
 
 class TaskStatus(str, enum.Enum):
-    """Where a task is in its life: pending, running, then one final status."""
+    """Where a task is in its life: pending (or scheduled, until its ``run_at``),
+    running, then one final status."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -174,6 +175,7 @@ class TaskStatus(str, enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    SCHEDULED = "scheduled"
 
     def __str__(self) -> str:
         return self.value
@@ -187,11 +189,11 @@ class TaskStatus(str, enum.Enum):
 _FINAL = frozenset(
     {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED}
 )
-_LIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+_LIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SCHEDULED})
 # The statuses under plain names, for the paths every task takes: reading a member
 # through its class (TaskStatus.PENDING) costs an enum metaclass lookup, ten times
 # the cost of a global.
-_PENDING, _RUNNING, _SUCCESS, _FAILED, _CANCELLED, _INTERRUPTED = TaskStatus
+_PENDING, _RUNNING, _SUCCESS, _FAILED, _CANCELLED, _INTERRUPTED, _SCHEDULED = TaskStatus
 _STATUS_VALUES = tuple(s.value for s in TaskStatus)
 
 
@@ -325,6 +327,7 @@ class TaskRecord:
         "by_name",
         "cancel_requested",
         "progress",
+        "run_at",
     )
 
     def __init__(
@@ -369,6 +372,7 @@ class TaskRecord:
         # A running sync task asked to cancel: its thread finishes its current call first.
         self.cancel_requested = False
         self.progress: tuple[float, str | None] | None = None  # (fraction, message), running
+        self.run_at: float | None = None  # a delayed run's due time (POSIX seconds)
 
     created_at = property(lambda self: _dt(self.created), doc="Creation time (UTC).")
     start_time = property(lambda self: _dt(self.started), doc="Start of the first attempt.")
@@ -394,6 +398,7 @@ class TaskRecord:
             self.retry_of,
             self.instance,
             self.retried_as,
+            self.run_at,
         )
         if self.cancel_requested:
             data["cancel_requested"] = True
@@ -434,6 +439,7 @@ def _brief_dict(
     retry_of: str | None,
     instance: str | None,
     retried_as: str | None = None,
+    run_at: float | None = None,
 ) -> dict[str, Any]:
     """``TaskRecord.to_dict(brief=True)`` from its parts: a list page builds it from rows."""
     return {
@@ -450,6 +456,7 @@ def _brief_dict(
         "retry_of": retry_of,
         "instance": instance,
         "retried_as": retried_as,
+        "run_at": _iso(run_at),
     }
 
 
@@ -479,7 +486,7 @@ def _display(value: Any) -> Any:
 # times: created, started, ended packed as three doubles (NaN for None);
 # bits: status index | persist << 3 | requeue << 4 | durable << 5 (a cached int);
 # rare: None or (error, retries_used, stacktrace, logs, tags, retry_of,
-#   idempotency_key, attempts): set for a minority of tasks.
+#   idempotency_key, attempts, retried_as, run_at): set for a minority of tasks.
 # Dicts and lists become flat tuples (kwargs and tags: k1, v1, k2, v2...; attempts:
 # 4 values each): the collector keeps tracking a tuple that holds a dict or a
 # list, even an empty one.
@@ -488,7 +495,7 @@ _TIMES = struct.Struct("<3d")
 _STATUSES = tuple(TaskStatus)
 _STATUS_INDEX = {s: i for i, s in enumerate(_STATUSES)}
 _NAN = float("nan")
-_NO_RARE = (None, 0, None, None, None, None, None, None, None)
+_NO_RARE = (None, 0, None, None, None, None, None, None, None, None)
 
 
 def _flat(mapping: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -549,6 +556,7 @@ def _freeze(r: TaskRecord) -> tuple[Any, ...]:
         or r.idempotency_key
         or r.attempts
         or r.retried_as
+        or r.run_at
     ):
         rare = (
             r.error,
@@ -560,6 +568,7 @@ def _freeze(r: TaskRecord) -> tuple[Any, ...]:
             r.idempotency_key,
             tuple(itertools.chain.from_iterable(r.attempts)) if r.attempts else None,
             r.retried_as,
+            r.run_at,
         )
     started, ended = r.started, r.ended
     return (
@@ -598,12 +607,12 @@ def _thaw(f: tuple[Any, ...]) -> TaskRecord:
     r.progress = None
     if rare is None:
         r.error = r.stacktrace = r.logs = r.tags = r.retry_of = r.idempotency_key = None
-        r.retried_as = None
+        r.retried_as = r.run_at = None
         r.attempts = None
         r.retries_used = 0
     else:
         r.error, r.retries_used, r.stacktrace, logs, tags, r.retry_of = rare[:6]
-        r.idempotency_key, attempts, r.retried_as = rare[6:]
+        r.idempotency_key, attempts, r.retried_as, r.run_at = rare[6:]
         r.tags = _unflat(tags) if tags else None
         r.logs = list(logs) if logs else None
         r.attempts = [list(a) for a in _attempt_rows(attempts)] or None
@@ -990,18 +999,18 @@ def _summary(values: Iterable[float]) -> dict[str, float | None]:
 # =============================================================================
 
 _APPLICATION_ID = 0x54464C57  # "TFLW" in the SQLite header marks our files
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 _STALE_AFTER = 30.0  # seconds without heartbeat before another host's process counts as dead
 _COLUMNS = (
     "task_id, func_name, status, created_at, start_time, end_time, duration, retries_used, "
     "error, stacktrace, logs, tags, args, kwargs, retry_of, idempotency_key, attempts, "
-    "persist, requeue, owner, retried_as"
+    "persist, requeue, owner, retried_as, run_at"
 )
 _BRIEF_COLUMNS = (  # _brief_dict's arguments, in order
     "task_id, func_name, status, created_at, start_time, end_time, retries_used, error, tags, "
-    "retry_of, owner, retried_as"
+    "retry_of, owner, retried_as, run_at"
 )
-_UNFINISHED = "status IN ('pending', 'running')"
+_UNFINISHED = "status IN ('pending', 'running', 'scheduled')"
 # A q search has no index: it looks at the newest _SEARCH_WINDOW tasks (within since/until),
 # so that a page and its total cost the window, not the whole history.
 _SEARCH_WINDOW = 10_000
@@ -1049,7 +1058,8 @@ _TABLES = [
         persist INTEGER NOT NULL DEFAULT 0,
         requeue INTEGER NOT NULL DEFAULT 0,
         owner TEXT,
-        retried_as TEXT
+        retried_as TEXT,
+        run_at {real}
     )""",
     "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at)",
     "CREATE INDEX IF NOT EXISTS tasks_status_created ON tasks (status, created_at)",
@@ -1100,6 +1110,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE tasks ADD COLUMN retried_as TEXT"],
     2: _LOGIN_ATTEMPTS,
     3: _SCHEDULE_RUNS,
+    4: ["ALTER TABLE tasks ADD COLUMN run_at {real}"],
 }
 _ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
 _ROWS_PER_STATEMENT = 1000  # 20 columns each: below both dialects' limits on parameters
@@ -1127,7 +1138,9 @@ _UPSERT_TAIL = (
         # A process whose tasks another claimed (it stalled past the heartbeat timeout)
         # no longer writes them: the claimant's rows win.
     )
-    + " WHERE tasks.owner IS NULL OR tasks.owner = excluded.owner"
+    # A final row never becomes live again (another host cancelled a scheduled run).
+    + " WHERE (tasks.owner IS NULL OR tasks.owner = excluded.owner)"
+    + f" AND (excluded.{_FINISHED} OR NOT tasks.{_FINISHED})"
 )
 # Sort keys; the nullable ones sort NULLs as SQLite does (first ascending, last
 # descending), so that both dialects give the same page.
@@ -1178,7 +1191,9 @@ def _row(frozen: tuple[Any, ...], owner: str) -> tuple[Any, ...]:
     """The ``tasks`` row of a frozen record (see ``_freeze``)."""
     task_id, name, _, args, kwargs, bits, rare = frozen
     created, started, ended = _times(frozen)
-    error, retries, stacktrace, logs, tags, retry_of, idem, attempts, retried_as = rare or _NO_RARE
+    error, retries, stacktrace, logs, tags, retry_of, idem, attempts, retried_as, run_at = (
+        rare or _NO_RARE
+    )
     encoded = _encode_args(args, _unflat(kwargs))
     return (
         task_id,
@@ -1203,6 +1218,7 @@ def _row(frozen: tuple[Any, ...], owner: str) -> tuple[Any, ...]:
         int(bool(bits & 16) and encoded is not None) | (2 if bits & 64 else 0),
         owner,
         retried_as,
+        run_at,
     )
 
 
@@ -1229,6 +1245,7 @@ def _record_from_row(row: Any) -> TaskRecord:
         requeue,
         owner,
         retried_as,
+        run_at,
     ) = row
     record = TaskRecord(
         task_id,
@@ -1252,6 +1269,7 @@ def _record_from_row(row: Any) -> TaskRecord:
     record.durable = True
     record.instance = owner
     record.retried_as = retried_as
+    record.run_at = run_at
     return record
 
 
@@ -1462,6 +1480,18 @@ class _Storage:
 
         return await self.atomic(work)  # type: ignore[no-any-return]
 
+    async def cancel_scheduled(self, task_id: str) -> bool:
+        """Cancel a delayed run that another process holds; it checks the row when due."""
+
+        async def work() -> int:
+            return await self.execute(
+                "UPDATE tasks SET status = 'cancelled', end_time = ?, error = 'cancelled' "
+                "WHERE task_id = ? AND status = 'scheduled'",
+                (time.time(), _clean(task_id)),
+            )
+
+        return bool(await self.atomic(work))
+
     async def unfinished_names(self) -> list[str]:
         """Functions that have pending or running rows in the database."""
         return [
@@ -1541,7 +1571,7 @@ class _Storage:
         )
         total = rows[0][-1] if rows else await self.scalar(count, params)
         if brief:
-            page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, *r[9:12]) for r in rows]
+            page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, *r[9:13]) for r in rows]
         else:
             page = [_record_from_row(r[:-1]) for r in rows]
         return page, int(total or 0)
@@ -2560,6 +2590,7 @@ class _Job:
         "queued",
         "progress_at",
         "progress_asked",
+        "timer",
     )
 
     def __init__(
@@ -2587,6 +2618,7 @@ class _Job:
         self.queued = False  # counted as waiting in its queue (until it starts or ends)
         self.progress_at = 0.0  # when listeners were last told of its progress (monotonic)
         self.progress_asked = False  # a progress update waits for its turn on the loop
+        self.timer: asyncio.TimerHandle | None = None  # a delayed run's wake-up
 
 
 def get_task_context() -> TaskContext | None:
@@ -2653,11 +2685,29 @@ class _Adds:
     _add: Callable[..., str]
 
     def with_options(
-        self, *, idempotency_key: str | None = None, tags: dict[str, str] | None = None
+        self,
+        *,
+        idempotency_key: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_at: datetime | None = None,
+        countdown: timedelta | float | None = None,
     ) -> _WithOptions:
         """``.add_task(func, ...)`` with these tracking options; every keyword argument
-        of that call goes to ``func``."""
-        return _WithOptions(self._add, idempotency_key, tags)
+        of that call goes to ``func``.
+
+        ``run_at`` (a datetime; naive means UTC) or ``countdown`` (seconds or a
+        ``timedelta`` from now) delays the task: it is ``scheduled`` until then, can be
+        cancelled, and with ``snapshot_db`` survives a restart and runs once, here or on
+        another host sharing the database.
+        """
+        when = _timestamp("run_at", run_at)
+        if countdown is not None:
+            if when is not None:
+                raise ValueError("give run_at or countdown, not both")
+            seconds = countdown.total_seconds() if isinstance(countdown, timedelta) else countdown
+            _check_number("countdown", seconds)
+            when = time.time() + seconds
+        return _WithOptions(self._add, idempotency_key, tags, when)
 
 
 class ManagedBackgroundTasks(_Adds, BackgroundTasks):
@@ -2725,9 +2775,12 @@ class ManagedBackgroundTasks(_Adds, BackgroundTasks):
         kwargs: dict[str, Any],
         idempotency_key: str | None,
         tags: dict[str, str] | None,
+        run_at: float | None = None,
     ) -> str:
         manager = self._manager
-        job, task_id = manager._create(func, args, kwargs, idempotency_key, tags, held=True)
+        job, task_id = manager._create(
+            func, args, kwargs, idempotency_key, tags, held=True, run_at=run_at
+        )
         if job is None:
             return task_id
         if self._closed:
@@ -2807,6 +2860,9 @@ class ManagedBackgroundTasks(_Adds, BackgroundTasks):
             for job in held:
                 release(job)
             return
+        for job in held:
+            if job.record.status is _SCHEDULED:
+                release(job)  # a delayed run waits for its time, not for the others
         held = [job for job in held if job.record.status is _PENDING]  # not cancelled meanwhile
         # One after another: each runs in its own copy of this (the request's) context.
         context = contextvars.copy_context()
@@ -2819,23 +2875,27 @@ class ManagedBackgroundTasks(_Adds, BackgroundTasks):
     def _abandon(self, reason: str) -> None:
         held, self._held = self._held, []
         for job in held:
-            if job.record.status is TaskStatus.PENDING:  # not cancelled meanwhile
+            if job.record.status in (_PENDING, _SCHEDULED):  # not cancelled meanwhile
                 self._manager._finish(job, TaskStatus.CANCELLED, error=reason[:_MAX_ERROR])
 
 
 class _WithOptions:
     """What ``with_options()`` returns: an ``add_task`` with tracking options set."""
 
-    __slots__ = ("_add", "_key", "_tags")
+    __slots__ = ("_add", "_key", "_tags", "_when")
 
     def __init__(
-        self, add: Callable[..., str], key: str | None, tags: dict[str, str] | None
+        self,
+        add: Callable[..., str],
+        key: str | None,
+        tags: dict[str, str] | None,
+        when: float | None = None,
     ) -> None:
-        self._add, self._key, self._tags = add, key, tags
+        self._add, self._key, self._tags, self._when = add, key, tags, when
 
     def add_task(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
         """Track ``func(*args, **kwargs)`` with the options given; returns the task id."""
-        return self._add(func, args, kwargs, self._key, self._tags)  # type: ignore[no-any-return]
+        return self._add(func, args, kwargs, self._key, self._tags, self._when)  # type: ignore[no-any-return]
 
 
 def _take_options(
@@ -3110,6 +3170,7 @@ class TaskManager(_Adds):
         self._warned_not_started = False
         self._retried: dict[str, str] = {}  # task id -> its retry's id, newest last
         self._schedules: list[_Schedule] = []
+        self._checks: set[asyncio.Future] = set()  # delayed runs being checked when due
         self.get_tasks = _make_get_tasks(self)
 
     # -- registration -------------------------------------------------------
@@ -3320,8 +3381,11 @@ class TaskManager(_Adds):
         kwargs: dict[str, Any],
         idempotency_key: str | None,
         tags: dict[str, str] | None,
+        run_at: float | None = None,
     ) -> str:
-        job, task_id = self._create(func, args, kwargs, idempotency_key, tags, held=False)
+        job, task_id = self._create(
+            func, args, kwargs, idempotency_key, tags, held=False, run_at=run_at
+        )
         if job is not None:
             self._release_from_any_thread(job)
         return task_id
@@ -3337,6 +3401,7 @@ class TaskManager(_Adds):
         held: bool,
         retry_of: str | None = None,
         task_id: str | None = None,
+        run_at: float | None = None,
     ) -> tuple[_Job | None, str]:
         if not callable(func):
             raise TypeError(f"add_task() needs a callable, got {func!r}")
@@ -3373,10 +3438,15 @@ class TaskManager(_Adds):
         )
         known = self._registry.get(config.name)
         record.by_name = known is not None and known[0] is func
-        lane.admit()  # raises QueueFull when max_size tasks wait already
+        record.run_at = run_at
+        delayed = run_at is not None and run_at > record.created
+        if delayed:
+            record.status = _SCHEDULED  # it joins its queue when due
+        else:
+            lane.admit()  # raises QueueFull when max_size tasks wait already
         job = _Job(self, record, func, config, is_async)
         job.held = held
-        job.queued = True
+        job.queued = not delayed
         self._jobs[record.task_id] = job
         if self._loop is not None and threading.get_ident() != self._loop_thread:
             # A sync endpoint runs in a worker thread: make the record visible at once,
@@ -3422,7 +3492,10 @@ class TaskManager(_Adds):
         holds only records and contexts, not one scheduled asyncio task each.
         """
         job.held = False
-        if job.record.status is not _PENDING:
+        if job.record.status is _SCHEDULED and self._loop is not None and not self._closing:
+            self._arm(job)
+            return
+        if job.record.status is not _PENDING and job.record.status is not _SCHEDULED:
             return  # cancelled while it waited
         if job.context is None:
             job.context = contextvars.copy_context()  # it runs in a copy of this context
@@ -3441,6 +3514,52 @@ class TaskManager(_Adds):
         self._released.append(job)
         if len(self._released) == 1:
             self._loop.call_soon(self._start_released)
+
+    def _arm(self, job: _Job) -> None:
+        """Wake a delayed run at its ``run_at`` (at once if that has passed)."""
+        assert self._loop is not None and job.record.run_at is not None
+        if job.timer is not None:
+            job.timer.cancel()
+        wait = max(0.0, job.record.run_at - time.time())
+        job.timer = self._loop.call_later(wait, self._due, job)
+
+    def _due(self, job: _Job) -> None:
+        job.timer = None
+        if job.record.status is not _SCHEDULED or self._closing:
+            return
+        if self._db is not None and self._db.ready:
+            # Another host may have cancelled it in the database meanwhile.
+            task = asyncio.ensure_future(self._due_checked(job))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+        else:
+            self._start_due(job)
+
+    async def _due_checked(self, job: _Job) -> None:
+        record = job.record
+        try:
+            row = await self._db.get(record.task_id) if self._db is not None else None
+        except Exception as exc:  # the database is away: run it, as promised
+            logger.warning("taskflow: could not check delayed task %s: %r", record.task_id, exc)
+            row = None
+        if record.status is not _SCHEDULED or self._closing:
+            return
+        if row is not None and row.status is _CANCELLED:
+            self._finish(job, _CANCELLED, error=row.error or "cancelled")
+        elif row is not None and row.instance not in (None, self._owner):
+            # Claimed by another process while this one stalled: it runs it, not us.
+            self._jobs.pop(record.task_id, None)
+        else:
+            self._start_due(job)
+
+    def _start_due(self, job: _Job) -> None:
+        """A delayed run is due: it joins its queue (never refused: it was accepted)."""
+        lane = self._lanes[job.config.queue]
+        with lane.lock:
+            lane.waiting += 1
+        job.queued = True
+        self._store.move(job.record, _PENDING)
+        self._release(job)
 
     def _start_released(self) -> None:
         if self._loop is None or self._closing:
@@ -3634,6 +3753,9 @@ class TaskManager(_Adds):
         record.progress = None
         if record.attempts and record.attempts[-1][2] is None:  # close the open attempt
             record.attempts[-1][2:] = [record.ended, error]
+        if job.timer is not None:  # a delayed run cancelled before its time
+            job.timer.cancel()
+            job.timer = None
         lane = self._lanes[job.config.queue]
         if job.queued:  # ended before it started (cancelled, interrupted)
             job.queued = False
@@ -3723,9 +3845,9 @@ class TaskManager(_Adds):
         return record
 
     def cancel(self, task_id: str) -> TaskRecord:
-        """Cancel a pending or running task; returns its record (now ``cancelled``).
+        """Cancel a scheduled, pending or running task; returns its record (now ``cancelled``).
 
-        A pending task never starts. A running async task is cancelled at its
+        A scheduled or pending task never starts. A running async task is cancelled at its
         next ``await``. A running sync task is marked cancelled and its result
         ignored, but its thread runs to the end: Python cannot stop a thread.
         Raises ``TaskNotFound`` or ``TaskStateError``.
@@ -3736,7 +3858,8 @@ class TaskManager(_Adds):
             raise TaskNotFound(f"no live task with id {task_id!r}")
         if record.status not in _LIVE or job is None:
             raise TaskStateError(
-                f"only pending or running tasks can be cancelled; {task_id} is {record.status.value}"
+                "only scheduled, pending or running tasks can be cancelled; "
+                f"{task_id} is {record.status.value}"
             )
         job.stop = "cancel"
         if record.status is _RUNNING and not job.is_async:
@@ -4061,7 +4184,8 @@ class TaskManager(_Adds):
                 if self._schedules:
                     await self._fire_schedules()
                 now = time.monotonic()
-                if self.requeue_pending and now - last_claim >= 5.0:
+                if keeper is not None and now - last_claim >= 5.0:
+                    # Dead processes' unfinished tasks, delayed runs among them.
                     last_claim = now
                     await self._claim()
                 if self.retention_days is not None and now - last_prune >= 6 * 3600:
@@ -4125,7 +4249,12 @@ class TaskManager(_Adds):
             )
             job = _Job(self, record, func, config, _is_async(func))
             self._jobs[record.task_id] = job
-            if rerun:
+            if record.status is _SCHEDULED and record.by_name and func is not _noop:
+                # A delayed run keeps its time: due ones run now, once.
+                record.instance = None
+                self._log(record, "info", "delayed run taken over from a stopped process", {})
+                self._arm(job)
+            elif rerun:
                 if was_running:
                     self._store.move(record, TaskStatus.PENDING)
                 record.started = record.ended = None
@@ -4218,8 +4347,14 @@ class TaskManager(_Adds):
                 record = job.record
                 if record.status is TaskStatus.RUNNING:
                     self._stopped(job)  # its coroutine did not answer the cancellation
-                elif record.status is TaskStatus.PENDING:
-                    keep = self._db is not None and (self.requeue_pending or record.persist)
+                elif record.status is _PENDING or record.status is _SCHEDULED:
+                    # A delayed run is kept whenever there is a database: that is its promise.
+                    keep = self._db is not None and (
+                        self.requeue_pending or record.persist or record.status is _SCHEDULED
+                    )
+                    if job.timer is not None:
+                        job.timer.cancel()
+                        job.timer = None
                     # Kept to run after a restart only if its name can rebuild it there.
                     rebuilt = record.by_name and record.func_name in self._registry
                     stored = _encode_args(record.args, record.kwargs) is not None
@@ -5329,9 +5464,16 @@ class _Admin:
             try:
                 record = manager._own(manager.cancel(task_id))
             except TaskNotFound:
-                if await manager.fetch(task_id) is None:
+                db = manager._db
+                if db is not None and db.ready and await db.cancel_scheduled(task_id):
+                    # A delayed run held by another host: cancelled in the database.
+                    record = await manager.fetch(task_id)
+                elif await manager.fetch(task_id) is None:
                     raise HTTPException(404, "Task not found") from None
-                raise HTTPException(409, "only pending or running tasks can be cancelled") from None
+                else:
+                    raise HTTPException(
+                        409, "only scheduled, pending or running tasks can be cancelled"
+                    ) from None
             except TaskStateError as exc:
                 raise HTTPException(409, str(exc)) from None
             await manager.audit(user, "cancel", task_id)
@@ -5920,6 +6062,7 @@ _DASHBOARD_HTML = r"""<!doctype html>
   <section class="cards" aria-label="Task counts">
     <button type="button" class="card" data-filter=""><span class="card-label">Total</span><strong class="card-value" data-count="total">–</strong></button>
     <button type="button" class="card s-pending" data-filter="pending"><span class="card-label">Pending</span><strong class="card-value" data-count="pending">–</strong></button>
+    <button type="button" class="card s-scheduled" data-filter="scheduled"><span class="card-label">Scheduled</span><strong class="card-value" data-count="scheduled">–</strong></button>
     <button type="button" class="card s-running" data-filter="running"><span class="card-label">Running</span><strong class="card-value" data-count="running">–</strong></button>
     <button type="button" class="card s-success" data-filter="success"><span class="card-label">Success</span><strong class="card-value" data-count="success">–</strong></button>
     <button type="button" class="card s-failed" data-filter="failed"><span class="card-label">Failed</span><strong class="card-value" data-count="failed">–</strong></button>
@@ -5959,6 +6102,7 @@ _DASHBOARD_HTML = r"""<!doctype html>
       <label>Status
         <select id="status-filter" name="status">
           <option value="">All statuses</option>
+          <option value="scheduled">Scheduled</option>
           <option value="pending">Pending</option>
           <option value="running">Running</option>
           <option value="success">Success</option>
@@ -6266,6 +6410,7 @@ button.card:hover { background: var(--surface-2); }
 .card.s-running { border-top-color: var(--info); }
 .card.s-pending, .card.s-interrupted { border-top-color: var(--warn); }
 .card.s-cancelled { border-top-color: var(--idle); }
+.card.s-scheduled { border-top-color: var(--accent); }
 .card.static { border-top-color: var(--accent); }
 
 /* ---------- chart ---------- */
@@ -6461,9 +6606,9 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     csrf: ds.csrf || '',
     showArgs: ds.showArgs === '1',
   };
-  const STATUSES = ['pending', 'running', 'success', 'failed', 'interrupted', 'cancelled'];
+  const STATUSES = ['scheduled', 'pending', 'running', 'success', 'failed', 'interrupted', 'cancelled'];
   const FINAL = ['success', 'failed', 'interrupted', 'cancelled']; // a task's last status
-  const CANCELLABLE = ['pending', 'running'];
+  const CANCELLABLE = ['scheduled', 'pending', 'running'];
   const RETRYABLE = ['failed', 'interrupted'];
   const WINDOWS = { '15m': 9e5, '1h': 36e5, '24h': 864e5, '7d': 6048e5, all: 0 };
   const SORTS = ['created_at', 'duration', 'func_name', 'status'];
@@ -6679,8 +6824,11 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
       h('td', { class: 'time', title: fmtFull(t.created_at), text: fmtTime(t.created_at) }),
       h('td', { class: 'num', text: fmtDur(t.duration) }),
       h('td', { class: 'num', text: t.retries_used || 0 }),
-      // A cancelled task's reason is no failure: shown plainly, not as an error.
-      h('td', { class: t.status === 'cancelled' ? 'err neutral' : 'err', title: t.error || null, text: firstLine(t.error) }),
+      // A cancelled task's reason is no failure: shown plainly, not as an error; a
+      // scheduled one shows when it runs.
+      t.status === 'scheduled'
+        ? h('td', { class: 'err neutral', title: fmtFull(t.run_at), text: `runs ${fmtTime(t.run_at)}` })
+        : h('td', { class: t.status === 'cancelled' ? 'err neutral' : 'err', title: t.error || null, text: firstLine(t.error) }),
     );
   }
 
@@ -6965,6 +7113,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
         kv('Status', h('span', { id: 'detail-status', class: `pill s-${t.status}`, text: t.cancel_requested ? 'cancel requested — the thread finishes its current call' : t.status })),
         kv('Task id', h('code', { class: 'mono select', text: t.task_id })),
         kv('Created', fmtFull(t.created_at)),
+        t.run_at ? kv('Runs at', fmtFull(t.run_at)) : [],
         kv('Started', fmtFull(t.start_time)),
         kv('Ended', fmtFull(t.end_time)),
         kv('Duration', fmtDur(t.duration)),
