@@ -1034,6 +1034,14 @@ _SCHEDULE_RUNS = [
         PRIMARY KEY (name, occurrence)
     )""",
 ]
+# Paused schedules, shared by every process and kept across restarts.
+_SCHEDULE_STATE = [
+    """CREATE TABLE IF NOT EXISTS schedule_state (
+        name TEXT PRIMARY KEY,
+        paused INTEGER NOT NULL DEFAULT 0,
+        changed {real} NOT NULL
+    )""",
+]
 # Tables and indices, for both dialects; {real}, {serial} and {without_rowid} are
 # the few words they spell differently.
 _TABLES = [
@@ -1102,6 +1110,7 @@ _TABLES = [
     )""",
     *_LOGIN_ATTEMPTS,
     *_SCHEDULE_RUNS,
+    *_SCHEDULE_STATE,
 ]
 # Forward migrations, the same SQL on both dialects (with the same words filled
 # in): _MIGRATIONS[n] takes a database from schema n to n + 1. A new database is
@@ -1110,7 +1119,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE tasks ADD COLUMN retried_as TEXT"],
     2: _LOGIN_ATTEMPTS,
     3: _SCHEDULE_RUNS,
-    4: ["ALTER TABLE tasks ADD COLUMN run_at {real}"],
+    4: ["ALTER TABLE tasks ADD COLUMN run_at {real}", *_SCHEDULE_STATE],
 }
 _ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
 _ROWS_PER_STATEMENT = 1000  # 20 columns each: below both dialects' limits on parameters
@@ -1305,6 +1314,7 @@ class _Storage:
         self.target = target  # for messages: never holds a password
         self.owner = owner
         self.stale_after = _STALE_AFTER
+        self.runs_pruned = 0.0  # when old schedule occurrences were last deleted (monotonic)
         self.joined = False  # this process's heartbeat row was written
 
     # -- what each dialect provides ------------------------------------------------
@@ -1648,12 +1658,38 @@ class _Storage:
             "ON CONFLICT (name, occurrence) DO NOTHING RETURNING name",
             (name, occurrence, self.owner, task_id),
         )
-        if claimed:
+        if claimed and time.monotonic() - self.runs_pruned > 3600:
+            # Old occurrences go once an hour: a claim is one round trip otherwise.
+            self.runs_pruned = time.monotonic()
             await self.execute(
-                "DELETE FROM schedule_runs WHERE name = ? AND occurrence < ?",
-                (name, occurrence - 86400),
+                "DELETE FROM schedule_runs WHERE occurrence < ?", (occurrence - 86400,)
             )
         return bool(claimed)
+
+    async def last_occurrence(self, name: str) -> tuple[float, str] | None:
+        """The newest occurrence of schedule ``name`` that a process claimed, and its task."""
+        rows = await self.fetch(
+            "SELECT occurrence, task_id FROM schedule_runs WHERE name = ? "
+            "ORDER BY occurrence DESC LIMIT 1",
+            (name,),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def paused_schedules(self) -> set[str]:
+        return {
+            row[0] for row in await self.fetch("SELECT name FROM schedule_state WHERE paused = 1")
+        }
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        async def work() -> None:
+            await self.execute(
+                "INSERT INTO schedule_state (name, paused, changed) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, "
+                "changed = excluded.changed",
+                (name, int(paused), time.time()),
+            )
+
+        await self.atomic(work)
 
     async def reserve_login(self, keys: list[tuple[str, int]], window: float) -> tuple[Any, int]:
         """``_Throttle.reserve`` on the database. Each attempt is inserted (committed)
@@ -2996,15 +3032,40 @@ class _Schedule:
     ) -> None:
         self.name, self.func, self.every, self.cron, self.tz = name, func, every, cron, tz
         self.run_on_startup = run_on_startup
-        self.last = float("-inf")
+        self.catch_up = True
+        self.last = float("-inf")  # the latest occurrence this process has dealt with
+        self.paused = False
+        self.last_run: tuple[float, str] | None = None  # (occurrence, task id), started here
+
+    @property
+    def rule(self) -> str:
+        """The rhythm in words: "every 90 s" or "cron */5 * * * * (Europe/Paris)"."""
+        if self.every is not None:
+            return f"every {self.every:g} s"
+        return f"cron {self.cron} ({getattr(self.tz, 'key', 'UTC')})"
+
+    def next_after(self, now: float) -> float:
+        """The first occurrence after ``now``."""
+        if self.every is not None:
+            return (math.floor(now / self.every) + 1) * self.every
+        return self._cron(now, forward=True)
+
+    def _cron(self, now: float, *, forward: bool) -> float:
+        # croniter steps over wall-clock times; given an aware datetime it slips by the
+        # offset change across a daylight-saving switch (09:00 became 08:00). So the step
+        # is taken in naive local time and the zone applied after (a time skipped in
+        # spring runs an hour later, a repeated one in autumn runs once).
+        croniter = _import_croniter()
+        local = datetime.fromtimestamp(now, self.tz).replace(tzinfo=None)
+        steps = croniter.croniter(self.cron, local)
+        naive = steps.get_next(datetime) if forward else steps.get_prev(datetime)
+        return naive.replace(tzinfo=self.tz).timestamp()
 
     def latest(self, now: float) -> float:
         """The latest occurrence at or before ``now`` (POSIX seconds)."""
         if self.every is not None:
             return math.floor(now / self.every) * self.every  # aligned: the same on every host
-        croniter = _import_croniter()
-        base = datetime.fromtimestamp(now, self.tz)
-        return float(croniter.croniter(self.cron, base).get_prev(float))
+        return self._cron(now, forward=False)
 
 
 def _zone(name: str) -> Any:
@@ -3283,6 +3344,7 @@ class TaskManager(_Adds):
         cron: str | None = None,
         timezone: str = "UTC",
         run_on_startup: bool = False,
+        catch_up: bool = True,
         name: str | None = None,
         **options: Any,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -3295,7 +3357,10 @@ class TaskManager(_Adds):
         latest missed occurrence. Each run is an ordinary tracked task; ``options``
         (``retries``, ``delay``, ``backoff``, ``timeout``...) are ``task()``'s, and the
         function is registered like one. ``run_on_startup`` also runs it once when
-        each process starts.
+        each process starts; ``catch_up=False`` skips an occurrence missed while every
+        process was down, instead of running it late. Schedules can be paused and
+        resumed (``pause_schedule``), and with ``snapshot_db`` that holds for every
+        process and across restarts.
         """
         if (every is None) == (cron is None):
             raise ValueError("schedule() needs exactly one of every= and cron=")
@@ -3308,15 +3373,18 @@ class TaskManager(_Adds):
             if not isinstance(cron, str) or not cron.strip():
                 raise TypeError(f"cron must be a crontab line, got {cron!r}")
             croniter = _import_croniter()
-            if not croniter.is_valid(cron):
+            if not croniter.croniter.is_valid(cron):
                 raise ValueError(f"cron={cron!r} is not a valid crontab line")
         _check_bool("run_on_startup", run_on_startup)
+        _check_bool("catch_up", catch_up)
         register = self.task(name=name, **options)
 
         def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
             register(func)
             config, _ = self._configs[func]
-            self._schedules.append(_Schedule(config.name, func, interval, cron, tz, run_on_startup))
+            schedule = _Schedule(config.name, func, interval, cron, tz, run_on_startup)
+            schedule.catch_up = catch_up
+            self._schedules.append(schedule)
             return func
 
         return decorate
@@ -3324,29 +3392,93 @@ class TaskManager(_Adds):
     async def _fire_schedules(self, *, starting: bool = False) -> None:
         """Start each schedule's latest due occurrence that nobody ran yet."""
         now = time.time()
+        db = self._db
+        if db is not None and not db.ready:
+            return  # no claim is possible: run nothing now, the latest occurrence later
+        if db is not None:  # paused or resumed by any process, at any time
+            paused = await db.paused_schedules()
+            for schedule in self._schedules:
+                schedule.paused = schedule.name in paused
         for schedule in self._schedules:
+            tags = {"schedule": schedule.name}
             if starting:
-                if schedule.run_on_startup:
-                    self.add_task(schedule.func)
-                if self._db is None:  # nothing tells whether it ran before: no catch-up
+                if schedule.run_on_startup and not schedule.paused:
+                    self._add(schedule.func, (), {}, None, tags)
+                if db is None or not schedule.catch_up:  # no catch-up run
                     schedule.last = schedule.latest(now)
                     continue
             due = schedule.latest(now)
             if due <= schedule.last:
                 continue
             schedule.last = due
-            if self._db is not None and self._db.ready:
-                # The claim comes first: a process that loses it never shows a task.
-                task_id = _new_id()
-                if not await self._db.claim_occurrence(schedule.name, due, task_id):
-                    continue
-                job, _ = self._create(
-                    schedule.func, (), {}, None, None, held=False, task_id=task_id
-                )
-                assert job is not None
-                self._release(job)
-            else:
-                self.add_task(schedule.func)
+            if schedule.paused:
+                continue  # resumed, it runs at its next occurrence, not this one
+            task_id = _new_id()
+            # With a database the claim comes first: a process that loses it shows no task.
+            if db is not None and not await db.claim_occurrence(schedule.name, due, task_id):
+                continue
+            job, _ = self._create(schedule.func, (), {}, None, tags, held=False, task_id=task_id)
+            assert job is not None
+            schedule.last_run = (due, task_id)
+            self._release(job)
+
+    def _schedule_named(self, name: str) -> _Schedule:
+        for schedule in self._schedules:
+            if schedule.name == name:
+                return schedule
+        raise TaskNotFound(f"no schedule named {name!r}")
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule: ``name``, ``rule`` in words, ``paused``, ``next_run``, and its
+        ``last_run`` (the latest occurrence started in the fleet) with ``last_task_id``
+        and ``last_status`` (ISO times; None before a first run)."""
+        now = time.time()
+        db = self._db if self._db is not None and self._db.ready else None
+        out = []
+        for schedule in self._schedules:
+            last = schedule.last_run
+            if db is not None:
+                last = await db.last_occurrence(schedule.name) or last
+            record = await self.fetch(last[1]) if last is not None else None
+            out.append(
+                {
+                    "name": schedule.name,
+                    "rule": schedule.rule,
+                    "every": schedule.every,
+                    "cron": schedule.cron,
+                    "timezone": getattr(schedule.tz, "key", "UTC"),
+                    "paused": schedule.paused,
+                    "next_run": None if schedule.paused else _iso(schedule.next_after(now)),
+                    "last_run": _iso(last[0]) if last else None,
+                    "last_task_id": last[1] if last else None,
+                    "last_status": record.status.value if record is not None else None,
+                }
+            )
+        return out
+
+    async def pause_schedule(self, name: str) -> None:
+        """Stop starting ``name``'s occurrences until ``resume_schedule``: in every process
+        sharing ``snapshot_db`` (within a second) and after restarts; without a database,
+        in this process until it stops. Raises ``TaskNotFound`` for an unknown name."""
+        await self._set_paused(name, True)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Start ``name``'s occurrences again, from its next one (a paused one is not run late)."""
+        await self._set_paused(name, False)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        schedule = self._schedule_named(name)
+        if self._db is not None and self._db.ready:
+            await self._db.set_paused(name, paused)
+        if not paused:
+            schedule.last = schedule.latest(time.time())  # no late run of a paused occurrence
+        schedule.paused = paused
+
+    def run_schedule_now(self, name: str) -> str:
+        """Run schedule ``name``'s function now, once, as an ordinary task; returns its id.
+        Its occurrences go on as before."""
+        schedule = self._schedule_named(name)
+        return self._add(schedule.func, (), {}, None, {"schedule": name, "trigger": "manual"})
 
     def _config_for(self, func: Callable[..., Any]) -> tuple[TaskConfig, bool]:
         """``func``'s options, and whether it is a coroutine function (known once registered)."""
@@ -5157,6 +5289,7 @@ class _Admin:
         self._listing_routes(router)
         self._monitoring_routes(router)
         self._bulk_routes(router)
+        self._schedule_routes(router)
         self._task_routes(router)
         return router
 
@@ -5438,6 +5571,53 @@ class _Admin:
                 user, "delete_history", None, {"value": value, "unit": unit, "deleted": deleted}
             )
             return {"deleted": deleted}
+
+    def _schedule_routes(self, router: APIRouter) -> None:
+        """Periodic tasks: list them, pause, resume, run one now (audited)."""
+        read = [Depends(self.user)]
+        write = Depends(self.guard_write)
+        manager = self.manager
+
+        @router.get("/schedules", dependencies=read, summary="Periodic tasks and their runs")
+        async def schedules() -> Response:
+            return _json(await manager.list_schedules())
+
+        async def act(name: str, action: str, user: str) -> Response:
+            try:
+                if action == "pause":
+                    await manager.pause_schedule(name)
+                elif action == "resume":
+                    await manager.resume_schedule(name)
+                else:
+                    task_id = manager.run_schedule_now(name)
+            except TaskNotFound:
+                raise HTTPException(404, "Schedule not found") from None
+            detail: dict[str, Any] = {"schedule": name}
+            if action == "run":
+                detail["task_id"] = task_id
+            await manager.audit(user, f"schedule_{action}", detail.get("task_id"), detail)
+            found = [s for s in await manager.list_schedules() if s["name"] == name]
+            return _json({**detail, "state": found[0]})
+
+        def endpoint_for(action: str) -> Callable[..., Awaitable[Response]]:
+            async def endpoint(
+                name: str = FastAPIPath(..., max_length=500), user: str = write
+            ) -> Response:
+                return await act(name, action, user)
+
+            return endpoint
+
+        for action, summary in (
+            ("pause", "Pause a periodic task (in every process)"),
+            ("resume", "Resume a paused periodic task"),
+            ("run", "Run a periodic task now, once"),
+        ):
+            router.add_api_route(
+                f"/schedules/{{name}}/{action}",
+                endpoint_for(action),
+                methods=["POST"],
+                summary=summary,
+            )
 
     def _task_routes(self, router: APIRouter) -> None:
         """One task: its detail, cancel and retry."""
