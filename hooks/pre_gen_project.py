@@ -27,7 +27,7 @@ DEPENDENCIES = {
 # Paths the generated apps serve themselves (main.py, worker.py, lifespan.py).
 RESERVED_PATHS = {
     "/docs", "/redoc", "/openapi.json", "/signup", "/reports", "/crm-sync", "/exports", "/jobs",
-    "/events",
+    "/reminders", "/events",
 }  # fmt: skip
 
 

@@ -235,6 +235,7 @@ INVALID = [
     ({"dashboard_path": "/a//b"}, "dashboard_path '/a//b' may only hold segments"),
     ({"dashboard_path": "/docs"}, "dashboard_path '/docs' collides with a route"),
     ({"dashboard_path": "/exports"}, "dashboard_path '/exports' collides with a route"),
+    ({"dashboard_path": "/reminders"}, "dashboard_path '/reminders' collides with a route"),
     ({"dashboard_path": "/events/x"}, "dashboard_path '/events/x' collides with a route"),
 ]
 

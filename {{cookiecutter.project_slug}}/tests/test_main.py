@@ -3,9 +3,11 @@
 import html
 import re
 import time
+from datetime import datetime, timedelta, timezone
 
 from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }} import tasks
 from {{ cookiecutter.package_name }}.main import app
 from {{ cookiecutter.package_name }}.settings import settings
 from {{ cookiecutter.package_name }}.tasks import send_welcome_email, task_manager
@@ -106,3 +108,61 @@ def test_a_slow_export_logs_its_progress_and_can_be_cancelled(wait_for):
         cancelled = client.post(f"{BASE}/{task_id}/cancel")
         assert (cancelled.status_code, cancelled.json()["task"]["status"]) == (200, "cancelled")
         assert "export ready" not in logs()
+
+
+def test_the_nightly_cleanup_is_scheduled_and_prunes_old_history(wait_for, monkeypatch):
+    with TestClient(app) as client:
+        assert log_in(client).status_code == 303
+        schedules = client.get(f"{BASE}/schedules").json()
+        (cleanup,) = [s for s in schedules if s["name"] == "nightly_cleanup"]
+        assert (cleanup["every"], cleanup["paused"]) == (86400, False)
+        assert cleanup["next_run"].endswith("T00:00:00+00:00")  # midnight UTC
+
+        recent = client.post("/signup", params={"email": "kept@example.com"}).json()["task_id"]
+        assert wait_for(task_manager, recent)["status"] == "success"
+        run = wait_for(task_manager, task_manager.run_schedule_now("nightly_cleanup"))
+        assert run["status"] == "success"
+        assert run["tags"] == {"schedule": "nightly_cleanup", "trigger": "manual"}
+        assert "pruned 0 finished tasks" in run["logs"][-1]
+        assert client.get(f"{BASE}/{recent}").status_code == 200  # younger than RETENTION_DAYS
+
+        # Keeping no history at all: every finished task goes, that one included.
+        monkeypatch.setattr(tasks, "HISTORY_KEPT", timedelta(0))
+        run = wait_for(task_manager, task_manager.run_schedule_now("nightly_cleanup"))
+        assert run["status"] == "success"
+        assert int(re.search(r"pruned (\d+) finished tasks", run["logs"][-1]).group(1)) >= 2
+        assert client.get(f"{BASE}/{recent}").status_code == 404
+
+
+def test_a_reminder_is_scheduled_then_runs_at_its_time(wait_for):
+    with TestClient(app) as client:
+        assert log_in(client).status_code == 303
+        response = client.post("/reminders", params={"email": "ada@example.com", "seconds": 1})
+        assert response.status_code == 202
+        task_id = response.json()["task_id"]
+
+        scheduled = client.get(f"{BASE}/{task_id}").json()
+        assert scheduled["status"] == "scheduled"
+        run_at = datetime.fromisoformat(scheduled["run_at"])
+        assert timedelta(0) < run_at - datetime.now(timezone.utc) <= timedelta(seconds=1)
+
+        done = wait_for(task_manager, task_id)
+        assert done["status"] == "success"
+        assert datetime.fromisoformat(done["start_time"]) >= run_at
+        assert "reminder sent" in done["logs"][-1]
+
+
+def test_a_reminder_cancelled_before_its_time_never_runs(wait_for):
+    with TestClient(app) as client:
+        assert log_in(client).status_code == 303
+        response = client.post("/reminders", params={"email": "lin@example.com", "seconds": 2})
+        task_id = response.json()["task_id"]
+        cancelled = client.post(f"{BASE}/{task_id}/cancel")
+        assert (cancelled.status_code, cancelled.json()["task"]["status"]) == (200, "cancelled")
+
+        # Wait until just past its time: it stays cancelled and never started.
+        run_at = datetime.fromisoformat(cancelled.json()["task"]["run_at"])
+        time.sleep(max(0.0, (run_at - datetime.now(timezone.utc)).total_seconds()) + 0.3)
+        record = client.get(f"{BASE}/{task_id}").json()
+        assert (record["status"], record["start_time"]) == ("cancelled", None)
+        assert not any("sending reminder" in line for line in record["logs"])

@@ -13,10 +13,11 @@ from typing import Annotated
 from fastapi import BackgroundTasks, FastAPI, Query
 
 from .settings import PROJECT_NAME, settings
-from .taskflow import TaskAdmin
+from .taskflow import ManagedBackgroundTasks, TaskAdmin
 from .tasks import (
     build_report,
     export_account_data,
+    send_reminder,
     send_welcome_email,
     sync_legacy_crm,
     task_manager,
@@ -67,4 +68,20 @@ def export_account(
     task_id = background_tasks.add_task(
         export_account_data, account_id, batches, tags={"account": str(account_id)}
     )
+    return {"task_id": task_id}
+
+
+@app.post("/reminders", status_code=202)
+def schedule_reminder(
+    email: str,
+    background_tasks: ManagedBackgroundTasks,
+    seconds: Annotated[int, Query(ge=1, le=7 * 24 * 3600)] = 600,
+) -> dict[str, str]:
+    """A delayed run: `scheduled` for `seconds` (10 minutes by default), then sent; cancel it before.
+
+    With auto_install=True every BackgroundTasks parameter is a ManagedBackgroundTasks; this one is
+    annotated so, for with_options(). That takes the countdown (or run_at=datetime), and add_task
+    passes every argument to the task function, so neither name can collide with its parameters.
+    """
+    task_id = background_tasks.with_options(countdown=seconds).add_task(send_reminder, email)
     return {"task_id": task_id}

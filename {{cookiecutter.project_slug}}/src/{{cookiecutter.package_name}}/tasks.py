@@ -2,10 +2,12 @@
 
 One TaskManager per process. `@task_manager.task(...)` registers a function with its retry policy and
 returns it unchanged, so a task stays a plain function you can call and test directly.
+`@task_manager.schedule(...)` registers one that also runs periodically, in every entry point.
 """
 
 import asyncio
 import time
+from datetime import timedelta
 
 from .settings import settings
 from .taskflow import TaskManager, get_task_context, task_log
@@ -13,8 +15,12 @@ from .taskflow import TaskManager, get_task_context, task_log
 task_manager = TaskManager(
     snapshot_db=settings.tasks_db,  # history survives restarts, and main and worker share it
     requeue_pending=True,  # tasks still waiting at shutdown run after the next startup
-    retention_days=settings.retention_days,  # finished tasks older than this are pruned
 )
+
+# Finished tasks older than this are deleted by nightly_cleanup (RETENTION_DAYS, default 30). It
+# replaces TaskManager(retention_days=...), which prunes in each process at start-up and every 6
+# hours: the schedule runs once a night for all of them, as a task you can see and run on demand.
+HISTORY_KEPT = timedelta(days=settings.retention_days)
 
 
 @task_manager.task(
@@ -34,6 +40,20 @@ def send_welcome_email(address: str) -> None:
         raise ConnectionError("mail server closed the connection")
     time.sleep(0.05)  # stands in for the SMTP conversation
     task_log("welcome email sent")
+
+
+@task_manager.task(retries=3, delay=0.2, backoff=2.0, retry_on=(ConnectionError,), persist=True)
+def send_reminder(address: str) -> None:
+    """The delayed run: added with `with_options(countdown=...)`, it runs once, that much later.
+
+    Until then it is `scheduled`, with its `run_at`, and can be cancelled like a pending task.
+    persist=True writes it to TASKS_DB before the response, so it is not lost with this process:
+    after a restart it runs at its time (at once if that has passed), and if this process dies,
+    another one sharing TASKS_DB takes it over. Either way it runs once.
+    """
+    task_log(f"sending reminder to {address}")
+    time.sleep(0.05)  # stands in for the SMTP conversation
+    task_log("reminder sent")
 
 
 @task_manager.task(retries=1, timeout=30.0)
@@ -81,3 +101,23 @@ async def export_account_data(account_id: int, batches: int = 60) -> None:
         rows += 500
         task_log(f"batch {batch}/{batches} exported", rows=rows)
     task_log("export ready", rows=rows)
+
+
+# Every day at 00:00 UTC: `every=` counts from the epoch, so every process and host agrees on when.
+# For a local hour, a crontab line: schedule(cron="30 3 * * *", timezone="Europe/Berlin", ...),
+# which needs `pip install croniter`.
+@task_manager.schedule(
+    every=timedelta(days=1), name="nightly_cleanup", catch_up=True, retries=2, delay=60.0
+)
+async def nightly_cleanup() -> None:
+    """The periodic task: delete finished tasks older than RETENTION_DAYS from the history.
+
+    Each night runs once in total, however many processes (main, worker, lifespan, other hosts)
+    share TASKS_DB: the first to claim it in the database runs it. catch_up=True: a night missed
+    while every process was down runs once at the next start, never a backlog of nights. Each run is
+    an ordinary task (retried, logged, on the dashboard), tagged `schedule=nightly_cleanup`; to run
+    it now: `POST {dashboard path}/schedules/nightly_cleanup/run`, or run_schedule_now().
+    Pending, scheduled and running tasks are never deleted.
+    """
+    deleted = await task_manager.prune(older_than=HISTORY_KEPT)
+    task_log(f"pruned {deleted} finished tasks", older_than_days=HISTORY_KEPT.days)
