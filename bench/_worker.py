@@ -5,10 +5,14 @@
     python bench/_worker.py sse-clients - --port P --clients N  (helper process: N SSE readers)
     python bench/_worker.py pg_<scenario> <impl> [--pg-url URL] [--sqlite] [--db PATH]
     python bench/_worker.py procrastinate-worker - --pg-url URL  (helper: procrastinate's worker)
+    python bench/_worker.py arq-worker - --port P        (helper: arq's worker on Redis at port P)
+    python bench/_worker.py dashboard-server ours --db PATH --port P  (helper: uvicorn + TaskAdmin)
 
 Implementations: `plain` (FastAPI BackgroundTasks, no tracking: the floor), `ours` (taskflow.py
 from taskflow_vendor/), `peer` (fastapi_taskflow, see bench/requirements.txt) and, in
-`pg_latency` only, `procrastinate` (a PostgreSQL task queue, its worker in a child process).
+`pg_latency` only, `procrastinate` (a PostgreSQL task queue, its worker in a child process), and
+in `arq_latency` only, `arq` (an asyncio job queue on Redis: a redis-server and arq's worker in
+child processes).
 The last line on stdout is one JSON object: the measures, `ok` and `problems` (the correctness
 checks). Every load is bounded in count and in time, and everything listens on 127.0.0.1 only.
 
@@ -66,6 +70,12 @@ SIZES = {
     "latency_n": (10_000, 3_000),
     "paced_n": (300, 150),
     "paced_rate": (150, 150),
+    # list_memory: tasks run before the list requests (variant -> (full, quick) count)
+    "list_memory_2k": (2_000, 2_000),
+    "list_memory_10k": (10_000, 10_000),
+    "list_memory_50k": (50_000, 20_000),
+    "list_memory_requests": (40, 30),  # per query, at least 30 (the issue's measure)
+    "dashboard_loads": (7, 5),
 }
 PROCRASTINATE_CONCURRENCY = 10  # its worker's async concurrency (see docs/benchmarks.md)
 DEADLINE = 120.0  # seconds for the measured phase of any scenario
@@ -429,7 +439,17 @@ class Procrastinate:
         raise RuntimeError("procrastinate runs in pg_latency only")
 
 
-IMPLS = {"plain": Plain, "ours": Ours, "peer": Peer, "procrastinate": Procrastinate}
+class Arq:
+    """arq (an asyncio job queue on Redis): only `arq_latency` runs it (`arq_latency`)."""
+
+    name = "arq"
+    tracked = True
+
+    def __init__(self, **_options):
+        raise RuntimeError("arq runs in arq_latency only")
+
+
+IMPLS = {"plain": Plain, "ours": Ours, "peer": Peer, "procrastinate": Procrastinate, "arq": Arq}
 
 
 def is_pg(target) -> bool:
@@ -1042,9 +1062,8 @@ LIST_QUERIES = {"": "", "status": "&status=failed", "q": "&q=boom"}
 async def sc_list_filters(args, problems):
     """GET /tasks?limit=100 (and filtered by status, and by q) against a manager started on
     prepared history: a copy of the prepared PostgreSQL database (run.py makes it from a
-    template), or with --sqlite a copy of the prepared file. Medians of alternating requests."""
-    import httpx
-
+    template), or with --sqlite a copy of the prepared file (also `list`'s variant
+    "filtered"). Medians of alternating requests."""
     rows = args.rows
     if args.impl == "plain":
         tmp, target = Path(tempfile.mkdtemp(prefix="tfbench-")), None
@@ -1058,10 +1077,24 @@ async def sc_list_filters(args, problems):
         impl.register(func)
     app = impl.build_app(noop_async)
     await start_app(app)  # no shutdown: a read-only scenario, the process just ends
-    latencies = {key: [] for key in LIST_QUERIES}
-    firsts = {}
     max_requests = size("list_requests", args.quick)
     budget = size("list_seconds", args.quick) * len(LIST_QUERIES)
+    result = {"rows": rows, "backend": "sqlite" if args.sqlite else "postgresql"}
+    result.update(await list_queries(args, app, impl, max_requests, 2, budget, problems, rows))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+async def list_queries(args, app, impl, max_requests, min_requests, budget, problems, rows):
+    """GET the list page, unfiltered and with each LIST_QUERIES filter in turn, in process,
+    until every query has `max_requests` timings (or `min_requests` and the time `budget` is
+    spent); medians per query. Ours' first responses are checked against `rows` prepared
+    tasks of which every 20th failed (the `boom` function): 100 items, the total (for `q`,
+    among the newest X-Search-Window tasks when the response gives one), the filter."""
+    import httpx
+
+    latencies = {key: [] for key in LIST_QUERIES}
+    firsts = {}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         t_end = time.perf_counter() + budget
@@ -1069,7 +1102,7 @@ async def sc_list_filters(args, problems):
             while True:
                 counts = [len(v) for v in latencies.values()]
                 if min(counts) >= max_requests or (
-                    min(counts) >= 2 and time.perf_counter() > t_end
+                    min(counts) >= min_requests and time.perf_counter() > t_end
                 ):
                     break
                 for key, extra in LIST_QUERIES.items():
@@ -1083,7 +1116,7 @@ async def sc_list_filters(args, problems):
                             problems.append(f"GET {path}: {response.status_code}")
                 if problems:
                     break
-    result = {"rows": rows, "backend": "sqlite" if args.sqlite else "postgresql"}
+    result = {}
     for key, values in latencies.items():
         suffix = f"_{key}" if key else ""
         result[f"ms{suffix}"] = statistics.median(values)
@@ -1091,7 +1124,12 @@ async def sc_list_filters(args, problems):
         result[f"requests{suffix}"] = len(values)
     result["bytes"] = len(firsts[""].content)
     if impl.name == "ours" and not problems:
-        expect = {"": (rows, None), "status": (rows // 20, "failed"), "q": (rows // 20, None)}
+        # A search may look at the newest tasks only, and say how many (X-Search-Window).
+        window = firsts["q"].headers.get("x-search-window")
+        searched = min(rows, int(window)) if window else rows
+        if window:
+            result["search_window"] = int(window)
+        expect = {"": (rows, None), "status": (rows // 20, "failed"), "q": (searched // 20, None)}
         for key, (total, status) in expect.items():
             response = firsts[key]
             body, count = response.json(), response.headers.get("x-total-count")
@@ -1105,7 +1143,52 @@ async def sc_list_filters(args, problems):
                 problems.append(f"{label}: an item is not {status}")
             if key == "q" and any("boom" not in item.get("func_name", "") for item in body):
                 problems.append(f"{label}: an item's function does not match q")
-    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+async def sc_list_memory(args, problems):
+    """list_memory: the list page in the default mode (no snapshot_db, max_history=10,000)
+    after N no-op tasks ran through a started manager (every 20th fails: `boom`), N from the
+    variant (2k, 10k, 50k: the store full, 40,000 evicted). GET /tasks?limit=100, &status=failed
+    and &q=boom in turn, in process, at least 30 requests each; medians. Plain: FastAPI
+    returning a precomputed page (the floor)."""
+    n = size(f"list_memory_{args.variant or '10k'}", args.quick)
+    impl = IMPLS[args.impl](**({"max_history": MAX_HISTORY} if args.impl == "ours" else {}))
+    for func in (noop_async, boom):
+        impl.register(func)
+    app = impl.build_app(noop_async)
+    await start_app(app)  # no shutdown: the process just ends
+    ran = 0
+    t0 = time.perf_counter()
+    if impl.tracked:
+        # In batches of 1,000 (whole batches of 20: the kept records hold exactly 5 % failed),
+        # each run and final before the next, so eviction drops whole older batches.
+        last = None
+        while ran < n:
+            k = min(1000, n - ran)
+            ids = [impl.add(boom if i % 20 == 19 else noop_async) for i in range(ran, ran + k)]
+            ran += k
+            last = ids
+            if not await wait_until(lambda r=ran: C.n >= r, 60, 0.001):
+                raise TimeoutError(f"list_memory: {C.n}/{ran} tasks ran after 60 s")
+            if not await wait_until(lambda ids=ids: impl.status(ids[-1]) in FINAL, 10, 0.001):
+                raise TimeoutError("list_memory: the last task of a batch is not final")
+        check_bad_ids(last, problems)
+        statuses = collections.Counter(impl.status(i) for i in last)
+        expected = {"success": len(last) - len(last) // 20, "failed": len(last) // 20}
+        if dict(statuses) != expected:
+            problems.append(f"last batch statuses {dict(statuses)}, not {expected}")
+        if C.n != n:
+            problems.append(f"executed {C.n}/{n}")
+    run_s = time.perf_counter() - t0
+    kept = min(n, MAX_HISTORY)
+    max_requests = size("list_memory_requests", args.quick)
+    result = {"tasks": n, "kept": kept, "run_s": run_s}
+    result.update(
+        await list_queries(args, app, impl, max_requests, max_requests, DEADLINE, problems, kept)
+    )
+    if result["requests"] < 30 and not problems:
+        problems.append(f"only {result['requests']} requests per query")
     return result
 
 
@@ -1367,6 +1450,402 @@ async def procrastinate_latency(args, problems, n, paced_n, rate):
     return result
 
 
+# ---------------------------------------------------------------------------------------------
+# arq_latency: HTTP request -> task done, ours against arq (an asyncio job queue on Redis)
+# ---------------------------------------------------------------------------------------------
+
+PLAIN_DONE: list = []  # plain's tasks: (the client's time before the request, their end)
+
+
+async def plain_timed(t: float):
+    C.n += 1
+    PLAIN_DONE.append((t, time.time()))
+
+
+def latency_app(impl_name, func, enqueue_arq=None, ours=None):
+    """The app of arq_latency: POST /enqueue?t=<the client's time.time() before the request>.
+    Plain passes t to its task (which times itself); ours returns the task id (done is its
+    record's `ended`); arq enqueues a job that carries t (done is the job's finish_time)."""
+    from fastapi import BackgroundTasks, FastAPI
+
+    if impl_name == "ours":
+        return ours.build_app(func)
+    app = FastAPI()
+    if impl_name == "plain":
+
+        @app.post("/enqueue")
+        async def enqueue_plain(t: float, background_tasks: BackgroundTasks):
+            background_tasks.add_task(plain_timed, t)
+            return {"ok": True}
+
+    else:
+
+        @app.post("/enqueue")
+        async def enqueue_job(t: float, p: str = ""):
+            job = await enqueue_arq("bench_noop", t, p)
+            return {"job_id": job.job_id if job else None}
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def served(app):
+    """uvicorn serving `app` on 127.0.0.1 and a free port in this process (lifespan on, as
+    sc_uvicorn runs it); yields the port and shuts it down (the lifespan too) at the end."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="error", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        if not await wait_until(lambda: server.started, 20, 0.01):
+            raise RuntimeError("uvicorn did not start within 20 s")
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+
+
+class Reply:
+    __slots__ = ("status_code", "body")
+
+    def __init__(self, status_code, body):
+        self.status_code, self.body = status_code, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Conn:
+    """One HTTP/1.1 keep-alive connection to 127.0.0.1:port that POSTs and reads the reply.
+    A minimal client: httpx's own work per request (~1.5 ms of this process's CPU) bounded
+    every implementation at ~530 requests/s, well under what the servers do."""
+
+    def __init__(self, port):
+        self.port, self.reader, self.writer = port, None, None
+
+    async def post(self, path):
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        body = await self.reader.readexactly(int(length.group(1))) if length else b""
+        return Reply(status, body)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def http_phases(port, n, paced_n, rate, conc, between):
+    """The paced phase (one request every 1/rate s, each on an idle system), `await between()`,
+    then the burst (n requests, `conc` connections with one request in flight each, within
+    DEADLINE). Per request: (its phase, the client's time.time() before it, its reply); and
+    the burst's requests per second."""
+    sent = []
+    conns = [Conn(port) for _ in range(conc)]
+
+    async def one(conn, phase):
+        t = time.time()
+        reply = await conn.post(f"/enqueue?t={t!r}&p={phase}")
+        sent.append((phase, t, reply))
+
+    try:
+        start = time.perf_counter()
+        for i in range(paced_n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await one(conns[0], "paced")
+        await between(sent)
+        issued = 0
+
+        async def client_loop(conn):
+            nonlocal issued
+            while issued < n:
+                issued += 1
+                await one(conn, "burst")
+
+        p0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(client_loop(c) for c in conns)), DEADLINE)
+    finally:
+        for conn in conns:
+            conn.close()
+    return sent, (len(sent) - paced_n) / (time.perf_counter() - p0)
+
+
+def spans_summary(prefix, spans):
+    """ms_summary of (start, end) pairs whose end is known."""
+    return ms_summary(prefix, [e - t for t, e in spans if e is not None])
+
+
+async def sc_arq_latency(args, problems):
+    """arq_latency: from the HTTP request (the client's time before it) to the task done,
+    plain / ours / arq, through the same kind of FastAPI app under uvicorn in this process and
+    a client over TCP in the same process (`Conn`). In-process ASGI (httpx's ASGITransport)
+    would never turn the loop between requests, which holds back every task started outside
+    the request's own await, as no server does.
+    Paced: `paced_n` requests at `paced_rate`/s; burst: `latency_n` requests, 16 in flight.
+    Ours: no snapshot_db (variant ""), or persist=True on a SQLite snapshot_db ("persist")."""
+
+    n, paced_n = size("latency_n", args.quick), size("paced_n", args.quick)
+    rate, conc = size("paced_rate", args.quick), size("enqueue_conc", args.quick)
+    if args.impl == "arq":
+        return await arq_latency(args, problems, n, paced_n, rate, conc)
+    persist = args.variant == "persist"
+    tmp = Path(tempfile.mkdtemp(prefix="tfbench-"))
+    target = str(tmp / "tasks.db") if persist and args.impl == "ours" else None
+    impl = IMPLS[args.impl](**({"snapshot_db": target} if target else {}))
+    impl.register(noop_async, **({"persist": True} if persist else {}))
+    app = latency_app(impl.name, noop_async, ours=impl)
+    result = {"tasks": n, "paced_tasks": paced_n, "paced_rate": rate, "persist": persist}
+    sent, paced, final = [], [], True
+
+    def ids_of(requests):
+        return [r.json().get("task_id") for _, _, r in requests]
+
+    def spans_of(requests):
+        """(the client's time before the request, the record's `ended`) per request."""
+        spans = []
+        for (_, t, _), task_id in zip(requests, ids_of(requests), strict=True):
+            record = impl.tm.get(task_id)
+            spans.append((t, record.ended if record is not None else None))
+        return spans
+
+    async def after_paced(sent):
+        # Read now: with max_history=10,000 the burst evicts the paced records.
+        nonlocal paced, final
+        await wait_until(lambda: C.n >= paced_n, 30)
+        if impl.tracked:
+            final = await wait_final(impl, ids_of(sent), 30)
+            paced = spans_of(sent)
+        else:
+            paced = list(PLAIN_DONE)
+
+    async with served(app) as port:
+        with Profile(args):
+            sent, result["req_per_s"] = await http_phases(port, n, paced_n, rate, conc, after_paced)
+            ran = await wait_until(lambda: C.n >= paced_n + n, DEADLINE)
+            burst_sent = sent[paced_n:]
+            if impl.tracked:
+                final = final and await wait_final(impl, ids_of(burst_sent), 30)
+                burst = spans_of(burst_sent)
+                result["statuses"] = check_final(impl, ids_of(burst_sent), problems)
+            else:
+                burst = PLAIN_DONE[paced_n:]
+    bad = [r.status_code for _, _, r in sent if r.status_code != 200]
+    if bad:
+        problems.append(f"HTTP errors: {dict(collections.Counter(bad))}")
+    result.update(spans_summary("paced", paced))
+    result.update(spans_summary("burst", burst))
+    ends = [e for _, e in burst if e is not None]
+    if len(ends) == n:
+        result["done_per_s"] = n / (max(ends) - min(t for _, t, _ in burst_sent))
+    else:
+        problems.append(f"burst: {len(ends)}/{n} tasks have an end time")
+    if sum(e is not None for _, e in paced) != paced_n:
+        problems.append(f"paced: {len(paced)}/{paced_n} tasks have an end time")
+    if not ran or C.n != paced_n + n:
+        problems.append(f"executed {C.n}/{paced_n + n} tasks within the time bound")
+    if not final:
+        problems.append("not all tasks reached a final status")
+    if impl.tracked:
+        check_bad_ids(ids_of(sent), problems)
+    if target:
+        stored = await impl.history_count(target, status="success")
+        result["stored"] = stored
+        if stored != paced_n + n:
+            problems.append(f"{stored} success rows after shutdown, not {paced_n + n}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+async def start_redis(tmp):
+    """Debian's redis-server on 127.0.0.1 and a free port, its files in tmp, with its
+    compiled-in defaults otherwise; (process, port) once it answers PING."""
+    import redis.asyncio
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        shutil.which("redis-server") or "/usr/bin/redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(tmp),
+        "--daemonize",
+        "no",
+        "--logfile",
+        "",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+    try:
+        if not await wait_async(client.ping, 20, 0.02):
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError("redis-server did not answer PING within 20 s")
+    finally:
+        await client.aclose()
+    return proc, port
+
+
+async def stop_process(proc, timeout=15):
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def arq_bench_noop(ctx, t: float, p: str = "") -> None:
+    """arq's no-op job (t: the client's time before the request; p: the phase)."""
+    return None
+
+
+async def arq_worker_main(args):
+    """Helper process: arq's worker on Redis at --port, as `arq` runs it (its defaults:
+    max_jobs=10, poll_delay=0.5 s, results kept an hour), unless --poll-delay is given."""
+    from arq import func
+    from arq.connections import RedisSettings
+    from arq.worker import Worker
+
+    options = {"poll_delay": args.poll_delay} if args.poll_delay else {}
+    worker = Worker(
+        functions=[func(arq_bench_noop, name="bench_noop")],
+        redis_settings=RedisSettings(host="127.0.0.1", port=args.port),
+        handle_signals=True,
+        **options,
+    )
+    try:
+        await worker.async_run()
+    except asyncio.CancelledError:  # SIGTERM: arq cancels its main task
+        pass
+    finally:
+        await worker.close()
+
+
+async def arq_latency(args, problems, n, paced_n, rate, conc):
+    """arq's side of arq_latency: a redis-server and arq's worker in child processes, jobs
+    enqueued by the app's route (`await redis.enqueue_job(...)`). Latency: from the client's
+    time before the request (carried in the job's arguments) to the job's finish_time in its
+    result (arq's own record of done, in ms), for every job, from its results in Redis."""
+    import arq
+    import arq.version
+    from arq.connections import RedisSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix="tfbench-"))
+    redis_proc, port = await start_redis(tmp)
+    worker = None
+    result = {
+        "tasks": n,
+        "paced_tasks": paced_n,
+        "paced_rate": rate,
+        "version": arq.version.VERSION,
+        "poll_delay": args.poll_delay or None,
+    }
+    try:
+        pool = await arq.create_pool(RedisSettings(host="127.0.0.1", port=port))
+        info = await pool.info("server")
+        result["redis_version"] = info.get("redis_version")
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__)),
+            "arq-worker",
+            "-",
+            "--port",
+            str(port),
+            *(["--poll-delay", str(args.poll_delay)] if args.poll_delay else []),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        # Its first poll writes the health-check key: the worker is polling.
+        if not await wait_async(lambda: pool.exists("arq:queue:health-check"), 30, 0.02):
+            raise RuntimeError("arq's worker did not write its health check within 30 s")
+        app = latency_app("arq", None, enqueue_arq=pool.enqueue_job)
+
+        async def results_count():
+            return len(await pool.keys("arq:result:*"))
+
+        async def results_reach(count, timeout):
+            end = time.perf_counter() + timeout
+            while time.perf_counter() < end:
+                if worker.returncode is not None:
+                    return False
+                if await results_count() >= count:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+
+        paced_ok = False
+
+        async def after_paced(_sent):
+            nonlocal paced_ok
+            paced_ok = await results_reach(paced_n, 30)
+
+        async with served(app) as port:
+            with Profile(args):
+                sent, result["req_per_s"] = await http_phases(
+                    port, n, paced_n, rate, conc, after_paced
+                )
+                burst_ok = await results_reach(paced_n + n, DEADLINE)
+        jobs = await pool.all_job_results()
+        await pool.aclose()
+    finally:
+        if worker is not None:
+            await stop_process(worker)
+        await stop_process(redis_proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    err = (await worker.stderr.read()).decode(errors="replace").strip() if worker else ""
+    bad_http = [r.status_code for _, _, r in sent if r.status_code != 200]
+    if bad_http:
+        problems.append(f"HTTP errors: {dict(collections.Counter(bad_http))}")
+    ids = {r.json().get("job_id") for _, _, r in sent if r.status_code == 200}
+    by_phase = {"paced": [], "burst": []}
+    ends = []
+    failed = 0
+    for job in jobs:
+        if job.job_id not in ids:
+            continue
+        if not job.success:
+            failed += 1
+            continue
+        t, phase = job.args[0], job.args[1]
+        end = job.finish_time.timestamp()
+        by_phase[phase].append(end - t)
+        if phase == "burst":
+            ends.append(end)
+    paced, burst = by_phase["paced"], by_phase["burst"]
+    result.update(ms_summary("paced", paced))
+    result.update(ms_summary("burst", burst))
+    if ends and len(burst) == n:
+        t_first = min(t for phase, t, _ in sent if phase == "burst")
+        result["done_per_s"] = n / (max(ends) - t_first)
+    result["jobs"] = len(jobs)
+    if not paced_ok or len(paced) != paced_n:
+        problems.append(f"paced: {len(paced)}/{paced_n} jobs succeeded within 30 s")
+    if not burst_ok or len(burst) != n:
+        problems.append(f"burst: {len(burst)}/{n} jobs succeeded within {DEADLINE:.0f} s")
+    if failed:
+        problems.append(f"{failed} jobs failed")
+    if len(ids) != paced_n + n:
+        problems.append(f"{len(ids)} distinct job ids for {paced_n + n} requests")
+    if worker is not None and worker.returncode not in (0, -signal.SIGTERM) and err:
+        problems.append(f"worker exit {worker.returncode}: {err.splitlines()[-1][:300]}")
+    return result
+
+
 async def wait_async(probe, timeout, interval):
     """Until the coroutine function `probe` returns something true (or timeout): that value."""
     end = time.perf_counter() + timeout
@@ -1411,6 +1890,7 @@ async def sc_memory(args, problems):
 
     t0 = time.perf_counter()
     with Profile(args):
+        sample("empty")  # the started manager, before its first task
         await run_to(warm)
         sample("warm")
         await run_to(MAX_HISTORY)
@@ -1436,6 +1916,9 @@ async def sc_memory(args, problems):
         problems.append(f"executed {C.n}/{total}")
     mb = 1024 * 1024
     return {
+        # From 0: everything the first max_history records cost, first-use allocations
+        # included (the issue's measure); the other from 500 on, once those are paid.
+        "bytes_per_record_from_0": (rss["at_max_history"] - rss["empty"]) / MAX_HISTORY,
         "bytes_per_record": (rss["at_max_history"] - rss["warm"]) / (MAX_HISTORY - warm),
         "growth_after_mb": (rss["end"] - rss["at_2x"]) / mb,
         "growth_total_mb": (rss["end"] - rss["warm"]) / mb,
@@ -1531,6 +2014,180 @@ async def sc_startup(args, problems):
     return {"seconds": elapsed, "rss_mb": (rss1 - rss0) / (1024 * 1024), "rows": args.rows}
 
 
+DASHBOARD_USER, DASHBOARD_PASSWORD = "admin", "bench-secret"
+DASHBOARD_SECRET = "bench-dashboard-secret-key-0123456789"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [  # as tests/browser/browser_harness.py launches it
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ROW = "#task-rows tr[data-task-id]"
+# Before the page's own scripts: the time (performance.now(), from navigation start) at which
+# the first task row enters the DOM, and of the next animation frame (the row rendered).
+FIRST_ROW_SCRIPT = """
+(() => {
+  const mark = { row: null, frame: null, shown: null };
+  window.__benchFirstRow = mark;
+  const seen = () => {
+    if (mark.row === null && document.querySelector(ROW_SELECTOR)) {
+      mark.row = performance.now();
+      requestAnimationFrame(() => { mark.frame = performance.now(); });
+    }
+    const range = document.getElementById('range');
+    if (mark.shown === null && range && /^1\u2013\\d+ of [1-9]/.test(range.textContent)) {
+      mark.shown = performance.now();
+    }
+    return mark.row !== null && mark.shown !== null;
+  };
+  const observer = new MutationObserver(() => { if (seen()) observer.disconnect(); });
+  observer.observe(document, { childList: true, subtree: true, characterData: true });
+})();
+""".replace("ROW_SELECTOR", repr(ROW))
+
+
+def dashboard_server_main(args):
+    """Helper process: uvicorn serving TaskAdmin (with a login) on the file --db, port --port."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    impl = Ours(snapshot_db=args.db)
+    for func in (noop_async, boom):
+        impl.register(func)
+    app = FastAPI()
+    impl.mod.TaskAdmin(
+        app, impl.tm, auth=(DASHBOARD_USER, DASHBOARD_PASSWORD), secret_key=DASHBOARD_SECRET
+    )
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="error", access_log=False)
+
+
+async def sc_dashboard(args, problems):
+    """dashboard_load: uvicorn (a child process) serves TaskAdmin on a copy of the prepared
+    history file; headless Chromium signs in once, then loads the dashboard `dashboard_loads`
+    times, each in a fresh browser context (no cache) holding the session cookie. Per load:
+    ms from navigation start to the first animation frame after the first task row entered
+    the DOM (the page's own clock), and the same seen from Playwright (wall)."""
+    import httpx
+    from playwright.async_api import async_playwright
+
+    tmp, db = copy_db(args.db)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    dashboard = f"{base}/tasks/dashboard"
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__)),
+        "dashboard-server",
+        "ours",
+        "--db",
+        str(db),
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    loads = size("dashboard_loads", args.quick)
+    marks, errors = [], []
+    result = {"rows": args.rows, "loads": loads}
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=2) as client:
+
+            async def ready():
+                return (await client.get("/tasks/auth/login")).status_code == 200
+
+            if not await wait_async(ready, 30, 0.05):
+                raise RuntimeError("the dashboard server did not answer within 30 s")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            options = {"viewport": {"width": 1280, "height": 800}, "locale": "en-US"}
+            try:
+                # Sign in as a user would (tests/browser/browser_harness.py's log_in).
+                context = await browser.new_context(**options)
+                page = await context.new_page()
+                await page.goto(dashboard)
+                await page.fill("#username", DASHBOARD_USER)
+                await page.fill("#password", DASHBOARD_PASSWORD)
+                await page.click("button[type=submit]")
+                await page.wait_for_url(dashboard, timeout=15_000)
+                await page.wait_for_selector(ROW, timeout=15_000)
+                state = await context.storage_state()
+                await context.close()
+                with Profile(args):
+                    for _ in range(loads):
+                        context = await browser.new_context(storage_state=state, **options)
+                        page = await context.new_page()
+                        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+                        page.on(
+                            "console",
+                            lambda m: (
+                                errors.append(f"console: {m.text}") if m.type == "error" else None
+                            ),
+                        )
+                        await page.add_init_script(FIRST_ROW_SCRIPT)
+                        t0 = time.perf_counter()
+                        response = await page.goto(dashboard, wait_until="commit")
+                        await page.wait_for_selector(ROW, timeout=15_000)
+                        wall = (time.perf_counter() - t0) * 1000
+                        await page.wait_for_function(
+                            "() => { const m = window.__benchFirstRow;"
+                            " return m && m.frame !== null && m.shown !== null; }",
+                            timeout=15_000,
+                        )
+                        mark = await page.evaluate(
+                            "(row) => ({...window.__benchFirstRow,"
+                            " dcl: performance.getEntriesByType('navigation')[0]"
+                            ".domContentLoadedEventEnd, url: location.pathname,"
+                            " rows: document.querySelectorAll(row).length,"
+                            " range: document.getElementById('range').textContent})",
+                            ROW,
+                        )
+                        mark["wall"] = wall
+                        mark["status"] = response.status if response else None
+                        marks.append(mark)
+                        await context.close()
+            finally:
+                await browser.close()
+    finally:
+        if server.returncode is None:
+            server.terminate()
+            try:
+                await asyncio.wait_for(server.wait(), 15)
+            except asyncio.TimeoutError:
+                server.kill()
+                await server.wait()
+        err = (await server.stderr.read()).decode(errors="replace").strip()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if err and "Traceback" in err:
+        problems.append(f"dashboard server: {err.splitlines()[-1][:300]}")
+    total = f"{args.rows:,}"
+    for i, mark in enumerate(marks):
+        if mark["status"] != 200 or mark["url"] != "/tasks/dashboard":
+            problems.append(f"load {i + 1}: status {mark['status']} at {mark['url']}")
+        if mark["rows"] != min(50, args.rows):  # the dashboard's page size
+            problems.append(f"load {i + 1}: {mark['rows']} rows shown")
+        if not mark["range"].endswith(f"of {total}"):
+            problems.append(f"load {i + 1}: range {mark['range']!r}, not '… of {total}'")
+    problems.extend(dict.fromkeys(errors))
+    frames = [m["frame"] for m in marks]
+    result.update(
+        {
+            "ms": statistics.median(frames),
+            "first_ms": frames[0],
+            "row_ms": statistics.median(m["row"] for m in marks),
+            "wall_ms": statistics.median(m["wall"] for m in marks),
+            "dcl_ms": statistics.median(m["dcl"] for m in marks),
+            "range_ms": statistics.median(m["shown"] for m in marks),
+            "frames_ms": [round(f, 1) for f in frames],
+        }
+    )
+    return result
+
+
 async def prep(args):
     """Write a history file with `rows` finished tasks (95% success, 5% failed) for one impl;
     ours also into the PostgreSQL database --pg-url (then --out is not needed)."""
@@ -1623,7 +2280,12 @@ SCENARIOS = {
     "persist_enqueue": lambda a, p: sc_enqueue(a, p, "async", persist=True),
     "drain": sc_drain,
     "memory": sc_memory,
-    "list": lambda a, p: sc_endpoint(a, p, "list"),
+    "list": lambda a, p: (
+        sc_list_filters(a, p) if a.variant == "filtered" else sc_endpoint(a, p, "list")
+    ),
+    "list_memory": sc_list_memory,
+    "dashboard_load": sc_dashboard,
+    "arq_latency": sc_arq_latency,
     "metrics": lambda a, p: sc_endpoint(a, p, "metrics"),
     "startup": sc_startup,
     "sse": lambda a, p: sc_uvicorn(a, p, sse_clients=a.clients),
@@ -1637,7 +2299,15 @@ SCENARIOS = {
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "scenario", choices=[*SCENARIOS, "prep", "sse-clients", "procrastinate-worker"]
+        "scenario",
+        choices=[
+            *SCENARIOS,
+            "prep",
+            "sse-clients",
+            "procrastinate-worker",
+            "arq-worker",
+            "dashboard-server",
+        ],
     )
     parser.add_argument("impl", choices=[*IMPLS, "-"])
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -1656,6 +2326,9 @@ def main(argv=None):
     parser.add_argument("--pg-url", help="PostgreSQL database for pg_* (else a server is started)")
     parser.add_argument("--sqlite", action="store_true", help="pg_*: a SQLite file instead")
     parser.add_argument("--concurrency", type=int, default=0, help="procrastinate's worker")
+    parser.add_argument(
+        "--poll-delay", type=float, default=0, help="arq's worker poll_delay (default: arq's)"
+    )
     args = parser.parse_args(argv)
     logging.disable(logging.CRITICAL)  # task failures and peer warnings are expected noise
 
@@ -1665,6 +2338,12 @@ def main(argv=None):
     if args.scenario == "procrastinate-worker":
         args.concurrency = args.concurrency or PROCRASTINATE_CONCURRENCY
         asyncio.run(procrastinate_worker_main(args))
+        return 0
+    if args.scenario == "arq-worker":
+        asyncio.run(arq_worker_main(args))
+        return 0
+    if args.scenario == "dashboard-server":
+        dashboard_server_main(args)
         return 0
     if args.scenario == "prep":
         result = asyncio.run(prep(args))

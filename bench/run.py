@@ -14,6 +14,12 @@ The pg_* scenarios start one throwaway PostgreSQL server for the run (bench/_pg.
 uses tests/apps/pg_support.py) and give every measurement a fresh database; without the
 PostgreSQL binaries (or asyncpg) they are skipped, with the reason under the table.
 `pg_latency` compares with procrastinate, a PostgreSQL task queue, in its own column.
+
+`arq_latency` compares with arq, an asyncio job queue on Redis, in its own column: each of its
+runs starts a throwaway `redis-server` (127.0.0.1, a free port, a temp dir) and kills it at the
+end. `dashboard_load` times the dashboard's first load in Chromium (Playwright). Without
+redis-server or arq, or without Chromium or Playwright, the scenario is skipped with the
+reason under the table.
 """
 
 import argparse
@@ -21,10 +27,13 @@ import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,15 +46,20 @@ CACHE = BENCH / "results" / "cache"
 # BENCH_TASKFLOW_DIR points "ours" at another copy of taskflow.py (to A/B a change).
 VENDOR_DIR = Path(os.environ.get("BENCH_TASKFLOW_DIR") or ROOT / "taskflow_vendor").resolve()
 VENDOR = VENDOR_DIR / "taskflow.py"
-IMPLS = ("plain", "ours", "peer", "procrastinate")
+# What every worker imports: a copy of VENDOR taken when the run starts (pin_ours), so that a
+# file edited while the benchmarks run cannot mix two versions in one table.
+OURS = {"dir": VENDOR_DIR, "file": VENDOR}
+IMPLS = ("plain", "ours", "peer", "procrastinate", "arq")
 PROCRASTINATE_CONCURRENCY = 10  # as bench/_worker.py runs its worker
-BASES = ("plain", "peer", "procrastinate")  # ours is compared with each (ours/that)
+BASES = ("plain", "peer", "procrastinate", "arq")  # ours is compared with each (ours/that)
+ANCHORS = ("procrastinate", "arq")  # broker queues: a column each when a scenario runs them
+CHROMIUM = "/usr/bin/chromium"
 SIGNS = {">=": "≥", "<=": "≤", "<": "<"}
 
 
 @dataclass
 class Target:
-    against: str  # "plain" / "peer" / "procrastinate": ratio ours/that; "abs": ours' value
+    against: str  # "plain" / "peer" / "procrastinate" / "arq": ratio ours/that; "abs": ours' value
     op: str  # ">=", "<=" or "<"
     value: float
 
@@ -90,6 +104,8 @@ class Scenario:
     runs: dict = field(default_factory=dict)
     shared: tuple = ()
     pg: bool = False  # needs the throwaway PostgreSQL server (a fresh database per run)
+    redis: bool = False  # needs redis-server and arq (each arq run starts its own server)
+    browser: bool = False  # needs Chromium and Playwright
     history: bool = False  # needs prepared history files (--db/--rows per variant)
     rounds_cap: int | None = None
     # Default rounds (without --rounds/--quick). The in-process enqueue runs take ~2 s
@@ -112,7 +128,7 @@ SCENARIOS = [
         "enqueue one async no-op task per request, in process (httpx ASGITransport)",
         [
             Measure(
-                "req/s", "rps", targets=[Target("plain", ">=", 0.85), Target("peer", ">=", 1.3)]
+                "req/s", "rps", targets=[Target("plain", ">=", 0.95), Target("peer", ">=", 1.3)]
             ),
             Measure("req/CPU-s", "rps_cpu"),
         ],
@@ -122,7 +138,7 @@ SCENARIOS = [
         "enqueue_sync",
         "same, sync task (thread pool)",
         [
-            Measure("req/s", "rps", targets=[Target("plain", ">=", 0.85)]),
+            Measure("req/s", "rps", targets=[Target("plain", ">=", 1.2)]),
             Measure("req/CPU-s", "rps_cpu"),
         ],
         rounds=9,
@@ -132,18 +148,21 @@ SCENARIOS = [
         "same under uvicorn on 127.0.0.1, wrk -t1 -c16 -d4s (POST): saturated, then paced",
         [
             Measure("req/s", "rps"),
-            Measure("p99 ms", "p99_ms", targets=[Target("plain", "<=", 2.0)], fmt="{:,.1f}"),
+            Measure("p99 ms", "p99_ms", targets=[Target("plain", "<=", 1.2)], fmt="{:,.1f}"),
             Measure("req/server-CPU-s", "rps_cpu"),
             Measure("paced req/s", "paced_rps"),
             Measure(
                 "paced p99 ms", "paced_p99_ms", targets=[Target("plain", "<=", 2.0)], fmt="{:,.1f}"
             ),
         ],
+        # Tail latency swings from round to round (single rounds 0.9 to 1.3 x, and more on a
+        # busy machine): the p99 target is read over at least five rounds.
+        rounds=5,
     ),
     Scenario(
         "persist_enqueue",
         "enqueue with persist=True and snapshot_db, in process",
-        [Measure("req/s", "rps", targets=[Target("plain", ">=", 0.5)])],
+        [Measure("req/s", "rps", targets=[Target("plain", ">=", 0.7)])],
         notes={"plain": "no persistence (the floor)"},
         rounds=9,
     ),
@@ -160,6 +179,11 @@ SCENARIOS = [
         "memory",
         "RSS while no-op tasks finish, max_history=10000",
         [
+            Measure(
+                "B/record from 0 to max_history",
+                "bytes_per_record_from_0",
+                targets=[Target("abs", "<=", 300)],
+            ),
             Measure(
                 "B/record to max_history",
                 "bytes_per_record",
@@ -179,17 +203,73 @@ SCENARIOS = [
     ),
     Scenario(
         "list",
-        "GET /tasks, one page of 100, restarted on prepared history",
+        "GET /tasks, one page of 100, restarted on prepared history (snapshot_db); also "
+        "&status=failed and &q=boom (5 % of rows each)",
         [
             Measure("ms @rows", "ms", "big", targets=[Target("abs", "<=", 5.0)], fmt="{:,.1f}"),
+            Measure(
+                "ms status=failed @rows",
+                "ms_status",
+                "filtered",
+                targets=[Target("abs", "<=", 5.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "ms q=boom @rows",
+                "ms_q",
+                "filtered",
+                targets=[Target("abs", "<=", 5.0)],
+                fmt="{:,.1f}",
+            ),
             Measure("KB @rows", "bytes", "big", scale=1 / 1024),
             Measure("ms @1k rows", "ms", "small", fmt="{:,.1f}"),
         ],
-        variants={"big": [], "small": []},
+        # "filtered": the three queries in turn on the same file (as pg_list's sqlite variant)
+        variants={"big": [], "small": [], "filtered": ["--sqlite"]},
+        runs={"peer": ("big", "small")},
         history=True,
         notes={
-            "plain": "FastAPI returning a precomputed page of 100 rows (the floor)",
-            "peer": "has no pagination: returns every row (limit is ignored)",
+            "plain": "FastAPI returning a precomputed page of 100 rows (the floor), whatever "
+            "the query",
+            "peer": "has no pagination: returns every row (limit is ignored); not run filtered",
+        },
+    ),
+    Scenario(
+        "list_memory",
+        "GET /tasks?limit=100 without snapshot_db (the default), max_history=10000, after N "
+        "no-op tasks ran (5 % failed); also &status=failed and &q=boom; in process",
+        [
+            Measure("ms @10k kept", "ms", "10k", targets=[Target("abs", "<=", 2.0)], fmt="{:,.2f}"),
+            Measure(
+                "ms status=failed @10k",
+                "ms_status",
+                "10k",
+                targets=[Target("abs", "<=", 2.0)],
+                fmt="{:,.2f}",
+            ),
+            Measure(
+                "ms q=boom @10k", "ms_q", "10k", targets=[Target("abs", "<=", 2.0)], fmt="{:,.2f}"
+            ),
+            Measure("ms @2k kept", "ms", "2k", targets=[Target("abs", "<=", 2.0)], fmt="{:,.2f}"),
+            Measure("ms status=failed @2k", "ms_status", "2k", fmt="{:,.2f}"),
+            Measure("ms q=boom @2k", "ms_q", "2k", fmt="{:,.2f}"),
+            Measure(
+                "ms 50k run, 10k kept",
+                "ms",
+                "50k",
+                targets=[Target("abs", "<=", 2.0)],
+                fmt="{:,.2f}",
+            ),
+            Measure("ms status=failed 50k run", "ms_status", "50k", fmt="{:,.2f}"),
+            Measure("ms q=boom 50k run", "ms_q", "50k", fmt="{:,.2f}"),
+        ],
+        impls=("plain", "ours"),
+        variants={"2k": [], "10k": [], "50k": []},
+        shared=("plain",),
+        notes={
+            "plain": "FastAPI returning a precomputed page of 100 rows, whatever the query; "
+            "one run per round for every variant",
+            "peer": "has no pagination (see list); left out",
         },
     ),
     Scenario(
@@ -219,6 +299,33 @@ SCENARIOS = [
         variants={"big": []},
         history=True,
         notes={"plain": "no tracking", "peer": "loads every row into memory"},
+    ),
+    Scenario(
+        "dashboard_load",
+        "the dashboard's first load in headless Chromium (Playwright), logged in, uvicorn in a "
+        "child process on the prepared history file: navigation start to the first frame "
+        "with a task row",
+        [
+            Measure(
+                "ms to first row (median)",
+                "ms",
+                "big",
+                targets=[Target("abs", "<=", 300)],
+                fmt="{:,.0f}",
+            ),
+            Measure("ms to first row (first load)", "first_ms", "big", fmt="{:,.0f}"),
+            Measure("ms to first row, Playwright wall", "wall_ms", "big", fmt="{:,.0f}"),
+            Measure("ms to DOMContentLoaded", "dcl_ms", "big", fmt="{:,.0f}"),
+            Measure("ms to range shown", "range_ms", "big", fmt="{:,.0f}"),
+        ],
+        impls=("ours",),
+        variants={"big": []},
+        history=True,
+        browser=True,
+        notes={
+            "plain": "no dashboard",
+            "peer": "left out (loads and streams every row: see list, startup, sse)",
+        },
     ),
     Scenario(
         "sse",
@@ -290,18 +397,30 @@ SCENARIOS = [
         "GET /tasks?limit=100 on prepared history in PostgreSQL (sqlite: the file of `list`), "
         "restarted; also &status=failed and &q=boom (5 % of rows each)",
         [
-            Measure("ms @rows", "ms", "pg", targets=[Target("abs", "<=", 10.0)], fmt="{:,.1f}"),
+            Measure("ms @rows", "ms", "pg", targets=[Target("abs", "<=", 5.0)], fmt="{:,.1f}"),
             Measure(
                 "ms status=failed",
                 "ms_status",
                 "pg",
-                targets=[Target("abs", "<=", 10.0)],
+                targets=[Target("abs", "<=", 5.0)],
                 fmt="{:,.1f}",
             ),
-            Measure("ms q=boom", "ms_q", "pg", targets=[Target("abs", "<=", 10.0)], fmt="{:,.1f}"),
+            Measure("ms q=boom", "ms_q", "pg", targets=[Target("abs", "<=", 5.0)], fmt="{:,.1f}"),
             Measure("ms @rows sqlite", "ms", "sqlite", fmt="{:,.1f}"),
-            Measure("ms status=failed sqlite", "ms_status", "sqlite", fmt="{:,.1f}"),
-            Measure("ms q=boom sqlite", "ms_q", "sqlite", fmt="{:,.1f}"),
+            Measure(
+                "ms status=failed sqlite",
+                "ms_status",
+                "sqlite",
+                targets=[Target("abs", "<=", 5.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "ms q=boom sqlite",
+                "ms_q",
+                "sqlite",
+                targets=[Target("abs", "<=", 5.0)],
+                fmt="{:,.1f}",
+            ),
         ],
         impls=("plain", "ours"),
         variants={"pg": [], "sqlite": ["--sqlite"]},
@@ -400,6 +519,72 @@ SCENARIOS = [
             "peer": "left out (see pg_drain for it on PostgreSQL)",
         },
     ),
+    Scenario(
+        "arq_latency",
+        "HTTP request → task done, against arq (Redis; its worker in a child process, its "
+        "defaults): 300 POST /enqueue paced at 150/s, then 10,000 on 16 connections; uvicorn "
+        "and the client in this process; ours without snapshot_db, and persist=True on a "
+        "SQLite snapshot_db",
+        [
+            Measure(
+                "burst p50 ms", "burst_p50_ms", targets=[Target("arq", "<", 1.0)], fmt="{:,.1f}"
+            ),
+            Measure(
+                "burst p99 ms", "burst_p99_ms", targets=[Target("arq", "<", 1.0)], fmt="{:,.1f}"
+            ),
+            Measure(
+                "burst p50 ms persist=True",
+                "burst_p50_ms",
+                "persist",
+                targets=[Target("arq", "<", 1.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "burst p99 ms persist=True",
+                "burst_p99_ms",
+                "persist",
+                targets=[Target("arq", "<", 1.0)],
+                fmt="{:,.1f}",
+            ),
+            Measure(
+                "paced p50 ms", "paced_p50_ms", targets=[Target("arq", "<", 1.0)], fmt="{:,.2f}"
+            ),
+            Measure(
+                "paced p99 ms", "paced_p99_ms", targets=[Target("arq", "<", 1.0)], fmt="{:,.2f}"
+            ),
+            Measure(
+                "paced p50 ms persist=True",
+                "paced_p50_ms",
+                "persist",
+                targets=[Target("arq", "<", 1.0)],
+                fmt="{:,.2f}",
+            ),
+            Measure(
+                "paced p99 ms persist=True",
+                "paced_p99_ms",
+                "persist",
+                targets=[Target("arq", "<", 1.0)],
+                fmt="{:,.2f}",
+            ),
+            Measure("burst tasks/s to done", "done_per_s"),
+            Measure("burst tasks/s to done persist=True", "done_per_s", "persist"),
+            Measure("burst req/s", "req_per_s"),
+            Measure("burst req/s persist=True", "req_per_s", "persist"),
+        ],
+        impls=("plain", "ours", "arq"),
+        variants={"": [], "persist": []},
+        shared=("plain", "arq"),
+        redis=True,
+        timeout=300,
+        notes={
+            "plain": "BackgroundTasks, the task timing itself: the floor",
+            "ours": "done = record.ended; persist=True: each request commits its row to the "
+            "SQLite file before the response",
+            "arq": "done = the job's finish_time in its result (ms resolution); arq's defaults: "
+            "max_jobs=10, poll_delay=0.5 s, Redis with its compiled-in defaults",
+            "peer": "left out",
+        },
+    ),
 ]
 PG_ONLY = "pg"  # --only pg: every pg_* scenario
 
@@ -411,16 +596,42 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def pin_ours():
+    """Copy taskflow.py to a temp dir and point the workers at it (BENCH_TASKFLOW_DIR); returns
+    the header's line about it (path, digest, last commit, whether modified since)."""
+    copy_dir = Path(tempfile.mkdtemp(prefix="tfbench-ours-"))
+    if VENDOR.exists():
+        shutil.copy(VENDOR, copy_dir / "taskflow.py")
+    OURS.update(dir=copy_dir, file=copy_dir / "taskflow.py")
+    os.environ["BENCH_TASKFLOW_DIR"] = str(copy_dir)
+    digest = hashlib.sha256(OURS["file"].read_bytes()).hexdigest()[:12] if VENDOR.exists() else "-"
+    if not VENDOR.is_relative_to(ROOT):  # BENCH_TASKFLOW_DIR: a copy outside the repository
+        return f"ours: {VENDOR} sha256 {digest} as the run started"
+    commit = subprocess.run(
+        ["git", "log", "-1", "--format=%h", "--", str(VENDOR)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", str(VENDOR)], cwd=ROOT
+    ).returncode
+    return (
+        f"ours: {VENDOR.relative_to(ROOT)} sha256 {digest} as the run started "
+        f"(last commit {commit or '?'}{', modified since' if dirty else ''})"
+    )
+
+
 def ours_status():
     """(available, reason): the module is plugged in once TaskManager exists and imports."""
-    text = VENDOR.read_text(encoding="utf-8") if VENDOR.exists() else ""
+    text = OURS["file"].read_text(encoding="utf-8") if OURS["file"].exists() else ""
     if text.count("class TaskManager") != 1:
         return False, "taskflow.py has no TaskManager yet"
     probe = subprocess.run(
         [
             sys.executable,
             "-c",
-            f"import sys; sys.path.insert(0, {str(VENDOR_DIR)!r}); import taskflow; "
+            f"import sys; sys.path.insert(0, {str(OURS['dir'])!r}); import taskflow; "
             "taskflow.TaskManager; taskflow.TaskAdmin",
         ],
         cwd=ROOT,
@@ -460,6 +671,39 @@ def procrastinate_status():
     if probe.returncode != 0:
         return False, "not installed: pip install -r bench/requirements.txt", None
     return True, "", probe.stdout.strip()
+
+
+def arq_status():
+    """(available, reason, version): arq imports and Debian's redis-server is on PATH."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import arq.version, redis; print(arq.version.VERSION)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return False, "arq not installed: pip install -r bench/requirements.txt", None
+    server = shutil.which("redis-server")
+    if server is None:
+        return False, "no redis-server (apt-get install redis-server)", None
+    out = subprocess.run([server, "--version"], capture_output=True, text=True, timeout=30)
+    match = re.search(r"v=(\S+)", out.stdout)
+    return True, "", f"{probe.stdout.strip()}, Redis {match.group(1) if match else '?'}"
+
+
+def browser_status():
+    """(available, reason): Chromium where the browser tests expect it, and Playwright."""
+    if not Path(CHROMIUM).exists():
+        return False, f"no {CHROMIUM} (apt-get install chromium)"
+    probe = subprocess.run(
+        [sys.executable, "-c", "import playwright.async_api"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return False, "playwright not installed: pip install -r requirements-dev.txt"
+    return True, ""
 
 
 def peer_pg_status():
@@ -548,7 +792,7 @@ def run_worker(argv, timeout):
 
 def history_file(impl, rows, quick):
     """Prepared history file for impl with `rows` rows, cached by the implementation's source."""
-    tag = hashlib.sha256(VENDOR.read_bytes()).hexdigest()[:12] if impl == "ours" else "0.12.1"
+    tag = hashlib.sha256(OURS["file"].read_bytes()).hexdigest()[:12] if impl == "ours" else "0.12.1"
     path = CACHE / f"{impl}-{rows}-{tag}.db"
     if path.exists():
         return path, None
@@ -660,14 +904,13 @@ COLUMNS = [
     "verdict",
     "per-round",
 ]
-# With pg_latency in the run: procrastinate's column and ours' ratio to it.
-COLUMNS_PROCRASTINATE = [
-    *COLUMNS[:5],
-    "procrastinate",
-    *COLUMNS[5:7],
-    "ours/procrastinate",
-    *COLUMNS[7:],
-]
+
+
+# With pg_latency / arq_latency in the run: procrastinate's / arq's column, ours' ratio to it.
+def columns_for(selected):
+    """COLUMNS, plus a column (and ours' ratio to it) for each broker queue a scenario runs."""
+    anchors = [a for a in ANCHORS if any(a in s.impls for s in selected)]
+    return [*COLUMNS[:5], *anchors, *COLUMNS[5:7], *(f"ours/{a}" for a in anchors), *COLUMNS[7:]]
 
 
 def text_table(rows, columns=COLUMNS):
@@ -697,17 +940,25 @@ def main(argv=None):
     parser.add_argument(
         "--rounds",
         type=int,
-        help="rounds per scenario (default 3, in-process enqueue 9, sse 5; quick 1)",
+        help="rounds per scenario (default 3, in-process enqueue 9, sse and uvicorn_wrk 5; "
+        "quick 1)",
     )
     parser.add_argument("--only", help="comma-separated scenario names ('pg': every pg_*)")
     parser.add_argument(
-        "--impls", default=",".join(IMPLS), help="subset of plain,ours,peer,procrastinate"
+        "--impls", default=",".join(IMPLS), help="subset of plain,ours,peer,procrastinate,arq"
     )
     parser.add_argument("--json", dest="json_out", help="write raw results and the table here")
     parser.add_argument("--markdown", help="write the table as Markdown here")
     parser.add_argument("--profile", action="store_true", help="pyinstrument on ours' runs")
     args = parser.parse_args(argv)
+    pinned = pin_ours()
+    try:
+        return run(args, parser, pinned)
+    finally:
+        shutil.rmtree(OURS["dir"], ignore_errors=True)
 
+
+def run(args, parser, pinned):
     rounds = args.rounds or (1 if args.quick else None)  # None: each scenario's default
     names = [s.name for s in SCENARIOS]
     only = args.only.split(",") if args.only else names
@@ -728,6 +979,18 @@ def main(argv=None):
     if any("procrastinate" in s.impls for s in selected):
         ok_proc, why_proc, versions["procrastinate"] = procrastinate_status()
         candidates.append(("procrastinate", ok_proc, why_proc))
+    # arq_latency and dashboard_load need tools outside the venv: without them the scenario
+    # is skipped (its rows n/a) and the reason goes under the table.
+    scenario_skips = {}
+    if any(s.redis for s in selected):
+        ok_arq, why_arq, versions["arq"] = arq_status()
+        candidates.append(("arq", ok_arq, why_arq))
+        if not ok_arq:
+            scenario_skips.update({s.name: why_arq for s in selected if s.redis})
+    if any(s.browser for s in selected):
+        ok_browser, why_browser = browser_status()
+        if not ok_browser:
+            scenario_skips.update({s.name: why_browser for s in selected if s.browser})
     for impl, good, reason in candidates:
         if impl not in wanted:
             skipped[impl] = "not selected (--impls)"
@@ -757,6 +1020,11 @@ def main(argv=None):
             log(f"[{scenario.name}] {scenario.title}")
             if scenario.pg and pg is None:
                 log("  skipped: no PostgreSQL server")
+                rows, _ = summarize(scenario, {}, [])
+                all_rows.extend(rows)
+                continue
+            if scenario.name in scenario_skips:
+                log(f"  skipped: {scenario_skips[scenario.name]}")
                 rows, _ = summarize(scenario, {}, [])
                 all_rows.extend(rows)
                 continue
@@ -851,7 +1119,7 @@ def main(argv=None):
         f"taskflow benchmarks, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
         f"peer fastapi-taskflow {peer_version or 'n/a'}, "
-        f"rounds {rounds or '3 (in-process enqueue: 9, sse and pg_persist_enqueue: 5)'}"
+        f"rounds {rounds or '3 (in-process enqueue: 9, sse, uvicorn_wrk, pg_persist_enqueue: 5)'}"
         f"{' (quick)' if args.quick else ''}, {elapsed:.0f} s"
     )
     if pg_described:
@@ -861,21 +1129,15 @@ def main(argv=None):
             f"\nprocrastinate {versions['procrastinate']} (psycopg 3), its worker in a child "
             f"process, concurrency {PROCRASTINATE_CONCURRENCY}"
         )
-    if "ours" in available:
-        commit = subprocess.run(
-            ["git", "log", "-1", "--format=%h", "--", str(VENDOR)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        digest = hashlib.sha256(VENDOR.read_bytes()).hexdigest()[:12]
-        dirty = subprocess.run(
-            ["git", "diff", "--quiet", "HEAD", "--", str(VENDOR)], cwd=ROOT
-        ).returncode
+    if versions.get("arq") and "arq" in available and any(s.redis for s in selected):
         header += (
-            f"\nours: {VENDOR.relative_to(ROOT) if VENDOR.is_relative_to(ROOT) else VENDOR} "
-            f"sha256 {digest} (last commit {commit or '?'}{', modified since' if dirty else ''})"
+            f"\narq {versions['arq']} (redis-server started per run on 127.0.0.1), its worker "
+            "in a child process with its defaults"
         )
+    if "ours" in available:
+        header += "\n" + pinned
+        if not VENDOR.exists() or VENDOR.read_bytes() != OURS["file"].read_bytes():
+            header += "; the file changed during the run (every run used the copy)"
     loads = [
         res[k]
         for runs in raw.values()
@@ -898,9 +1160,7 @@ def main(argv=None):
         )
     print(header)
     print()
-    columns = (
-        COLUMNS_PROCRASTINATE if any("procrastinate" in s.impls for s in selected) else COLUMNS
-    )
+    columns = columns_for(selected)
     print(text_table(all_rows, columns))
     print()
     print("Values are medians over rounds; ratios are medians of per-round ratios (ours ÷ other);")
@@ -916,6 +1176,8 @@ def main(argv=None):
         notes.append(f"  {impl}: n/a ({reason})")
     if pg_skip:
         notes.append(f"  pg_*: skipped, no PostgreSQL server ({pg_skip})")
+    for name, reason in scenario_skips.items():
+        notes.append(f"  {name}: skipped ({reason})")
     notes.extend(f"  {note}" for note in pg_notes)
     if notes:
         print("Notes:")
@@ -942,6 +1204,7 @@ def main(argv=None):
                     "failures": failures,
                     "skipped": skipped,
                     "pg_skipped": pg_skip,
+                    "scenarios_skipped": scenario_skips,
                 },
                 indent=1,
                 default=str,
