@@ -72,6 +72,8 @@ class Target:
         sign = SIGNS[self.op]
         if self.against == "abs":
             return f"{sign} {self.value:g}"
+        if self.against.startswith("variant:"):  # ours' own figure in another variant
+            return f"{sign} {self.value:g}×ours{'/' + self.against[8:] if self.against[8:] else ''}"
         return f"{sign} {self.value:g}×{self.against}"
 
 
@@ -131,7 +133,16 @@ SCENARIOS = [
                 "req/s", "rps", targets=[Target("plain", ">=", 0.95), Target("peer", ">=", 1.3)]
             ),
             Measure("req/CPU-s", "rps_cpu"),
+            # Issue 16: queues and priority configured (the task in a limited queue).
+            Measure(
+                "req/s, queues + priority",
+                "rps",
+                "queues",
+                targets=[Target("variant:", ">=", 0.95)],
+            ),
         ],
+        variants={"": [], "queues": []},
+        runs={"plain": [""], "peer": [""]},
         rounds=9,
     ),
     Scenario(
@@ -174,6 +185,22 @@ SCENARIOS = [
             "plain": "asyncio tasks, no persistence (the floor)",
             "peer": "add_task(eager=True): it has no enqueue outside a request",
         },
+    ),
+    Scenario(
+        "schedule_claim",
+        "a periodic task's occurrence on SQLite: statements per claim and per firing turn",
+        [
+            Measure(
+                "statements per claim",
+                "statements_per_claim",
+                # one INSERT per claim; old occurrences are deleted once an hour
+                targets=[Target("abs", "<=", 1.01)],
+                fmt="{:,.3f}",
+            ),
+            Measure("ms per claim", "ms_per_claim", fmt="{:,.2f}"),
+            Measure("statements per firing turn", "statements_per_turn", fmt="{:,.0f}"),
+        ],
+        impls=("ours",),
     ),
     Scenario(
         "memory",
@@ -845,6 +872,14 @@ def summarize(scenario, runs, available):
             pairs = list(zip(per_impl["ours"], per_impl[base], strict=False))
             per_round = [o / b for o, b in pairs if o is not None and b]
             ratios[base] = (median(per_round), per_round)
+        for target in measure.targets:
+            if target.against.startswith("variant:"):
+                # ours in this measure's variant over ours in another, round by round
+                other = Measure(measure.label, measure.key, target.against[8:])
+                base_values = [other.value(by_variant) for by_variant in runs.get("ours", [])]
+                pairs = list(zip(per_impl["ours"], base_values, strict=False))
+                per_round = [o / b for o, b in pairs if o is not None and b]
+                ratios[target.against] = (median(per_round), per_round)
         cells = {}
         for impl in IMPLS:
             not_run = impl not in scenario.shared and measure.variant not in scenario.variants_of(
