@@ -6251,6 +6251,30 @@ _DASHBOARD_HTML = r"""<!doctype html>
     <div class="card static"><span class="card-label">Success rate</span><strong class="card-value" data-count="success_rate">–</strong></div>
   </section>
 
+  <section id="queues" class="panel queues-panel" aria-labelledby="queues-title" hidden>
+    <div class="panel-head">
+      <h2 id="queues-title">Queues</h2>
+      <span class="muted note">limits and counts of the process serving this page</span>
+    </div>
+    <div class="table-wrap">
+      <table id="queues-table" class="tasks queues">
+        <caption class="sr-only">Queues: waiting and running tasks, and their limits</caption>
+        <thead>
+          <tr>
+            <th scope="col">Queue</th>
+            <th scope="col" class="num">Waiting</th>
+            <th scope="col" class="num">Max waiting</th>
+            <th scope="col" class="num">Running</th>
+            <th scope="col" class="num">Concurrency</th>
+            <th scope="col" class="num">Done</th>
+            <th scope="col" class="num">Done last minute</th>
+          </tr>
+        </thead>
+        <tbody id="queue-rows"></tbody>
+      </table>
+    </div>
+  </section>
+
   <section class="panel chart-panel" aria-labelledby="chart-title">
     <div class="panel-head">
       <h2 id="chart-title">Last 60 minutes</h2>
@@ -6274,7 +6298,8 @@ _DASHBOARD_HTML = r"""<!doctype html>
 
   <div class="tabs" role="tablist" aria-label="Views">
     <button type="button" role="tab" id="tab-all" aria-controls="view-all" aria-selected="true">All tasks</button>
-    <button type="button" role="tab" id="tab-failed" aria-controls="view-failed" aria-selected="false">Failed <span class="badge" id="failed-badge"></span></button>
+    <button type="button" role="tab" id="tab-failed" aria-controls="view-failed" aria-selected="false" tabindex="-1">Failed <span class="badge" id="failed-badge"></span></button>
+    <button type="button" role="tab" id="tab-schedules" aria-controls="view-schedules" aria-selected="false" tabindex="-1" hidden>Schedules <span class="badge neutral" id="paused-badge" title="Paused schedules"></span></button>
   </div>
 
   <section id="view-all" class="panel" role="tabpanel" aria-labelledby="tab-all">
@@ -6371,6 +6396,31 @@ _DASHBOARD_HTML = r"""<!doctype html>
       <p id="failed-empty" class="empty" hidden>No failed tasks. Nice.</p>
     </div>
   </section>
+
+  <section id="view-schedules" class="panel" role="tabpanel" aria-labelledby="tab-schedules" hidden>
+    <div class="toolbar">
+      <span class="muted">Each occurrence runs once. A paused schedule skips its occurrences until resumed; Run now starts one extra run.</span>
+      <button type="button" class="linkish" id="show-delayed" hidden></button>
+    </div>
+    <div class="table-wrap">
+      <table id="schedules-table" class="tasks schedules">
+        <caption class="sr-only">Periodic tasks, their rules and runs</caption>
+        <thead>
+          <tr>
+            <th scope="col">Schedule</th>
+            <th scope="col">Rule</th>
+            <th scope="col">Next run</th>
+            <th scope="col">Last run</th>
+            <th scope="col">Last status</th>
+            <th scope="col">State</th>
+            <th scope="col"><span class="sr-only">Actions</span></th>
+          </tr>
+        </thead>
+        <tbody id="schedule-rows"></tbody>
+      </table>
+      <p id="schedules-empty" class="empty" hidden>No periodic tasks: add one with <code>@task_manager.schedule(...)</code>.</p>
+    </div>
+  </section>
 </main>
 
 <div id="detail" class="detail" role="dialog" aria-labelledby="detail-title" tabindex="-1" hidden>
@@ -6437,6 +6487,7 @@ _APP_CSS = r"""/* taskflow dashboard: system fonts only, light and dark themes, 
   --ok: #15803d;
   --fail: #b91c1c;
   --warn: #d97706;
+  --warn-text: #b45309; /* --warn on --warn-bg is too faint for text */
   --info: #1d4ed8;
   --idle: #475569;
   --ok-bg: #dcfce7;
@@ -6465,6 +6516,7 @@ _APP_CSS = r"""/* taskflow dashboard: system fonts only, light and dark themes, 
     --ok: #4ade80;
     --fail: #fca5a5;
     --warn: #fbbf24;
+    --warn-text: #fbbf24;
     --info: #60a5fa;
     --idle: #94a3b8;
     --ok-bg: rgb(74 222 128 / 14%);
@@ -6628,6 +6680,7 @@ button.card:hover { background: var(--surface-2); }
   background: var(--fail-bg); color: var(--fail); font-size: 11px; text-align: center;
 }
 .badge:empty { display: none; }
+.badge.neutral { background: var(--warn-bg); color: var(--text); }
 
 .filters, .toolbar {
   display: flex; flex-wrap: wrap; align-items: flex-end; gap: 10px 12px;
@@ -6679,7 +6732,24 @@ dd .tag { margin: 0 6px 4px 0; }
 .pill.s-failed { background: var(--fail-bg); color: var(--fail); }
 .pill.s-running { background: var(--info-bg); color: var(--info); }
 .pill.s-running::before { animation: pulse 1.2s ease-in-out infinite; }
-.pill.s-pending, .pill.s-interrupted { background: var(--warn-bg); color: var(--warn); }
+.pill.s-pending, .pill.s-interrupted, .pill.s-paused { background: var(--warn-bg); color: var(--warn-text); }
+.pill.s-active { background: var(--ok-bg); color: var(--ok); }
+
+/* ---------- schedules and queues ---------- */
+.schedules tbody tr, .queues tbody tr { cursor: default; }
+.schedules .actions { display: flex; gap: 6px; justify-content: flex-end; }
+.btn.small { min-height: 28px; padding: 3px 10px; }
+.schedules .rule-raw { display: block; font-size: 12px; color: var(--muted); }
+.schedules .when { display: block; font-size: 12px; color: var(--muted); }
+.schedules .fname.linkish { color: var(--accent); text-decoration: none; }
+.schedules .fname.linkish:hover { text-decoration: underline; }
+.queues-panel .panel-head { padding: 12px 16px 0; margin-bottom: 8px; }
+.queues-panel .note { font-size: 12px; }
+.queues td.full { color: var(--fail); font-weight: 600; }
+.queues .none { color: var(--muted); }
+.queues-panel table.tasks { width: auto; min-width: min(100%, 760px); }
+.queues tbody th { position: static; background: none; color: var(--text); font-size: 14px; font-weight: 500; }
+.queues tbody tr:last-child th { border-bottom: 0; }
 
 .empty { padding: 28px; margin: 0; text-align: center; color: var(--muted); }
 .pager { display: flex; align-items: center; justify-content: flex-end; gap: 8px; padding: 10px 14px; border-top: 1px solid var(--border); }
@@ -6794,10 +6864,11 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   const SORTS = ['created_at', 'duration', 'func_name', 'status'];
   const DEFAULT_SORT = '-created_at';
   const PAGE = 50;
+  const VIEWS = ['all', 'failed', 'schedules'];
 
   const state = {
     status: '', func: '', q: '', win: 'all', sort: DEFAULT_SORT, offset: 0, total: 0,
-    view: 'all', detailId: null, returnTo: null, metrics: null, functions: new Set(),
+    view: 'all', detailId: null, returnTo: null, metrics: null, functions: new Set(), schedules: null,
     kept: null, // the unfiltered list's total as of the cards' counts (the stream's metrics)
   };
 
@@ -6808,7 +6879,10 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     exportLink: $('#export'), live: $('#live'), chart: $('#chart'),
     detail: $('#detail'), detailTitle: $('#detail-title'), detailBody: $('#detail-body'),
     cancel: $('#detail-cancel'), retry: $('#detail-retry'), close: $('#detail-close'),
-    tabAll: $('#tab-all'), tabFailed: $('#tab-failed'), viewAll: $('#view-all'), viewFailed: $('#view-failed'),
+    tablist: $('.tabs[role="tablist"]'), tabAll: $('#tab-all'), tabFailed: $('#tab-failed'),
+    tabSchedules: $('#tab-schedules'), viewAll: $('#view-all'), viewFailed: $('#view-failed'),
+    viewSchedules: $('#view-schedules'), scheduleRows: $('#schedule-rows'), schedulesEmpty: $('#schedules-empty'),
+    pausedBadge: $('#paused-badge'), showDelayed: $('#show-delayed'), queues: $('#queues'), queueRows: $('#queue-rows'),
     failedRows: $('#failed-rows'), failedAll: $('#failed-all'), failedEmpty: $('#failed-empty'),
     failedInfo: $('#failed-info'), replaySel: $('#replay-selected'), replayAll: $('#replay-all'),
     replayWin: $('#replay-window'), toast: $('#toast'),
@@ -6836,9 +6910,16 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     return node;
   }
 
-  function debounce(fn, ms) {
-    let t = 0;
-    return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
+  // Calls fn once calls stop for ms; with maxWait, at least that often while they go on
+  // (a task reporting progress sends an event every 0.25 s: its detail still updates).
+  function debounce(fn, ms, maxWait = Infinity) {
+    let t = 0, first = 0;
+    return (...args) => {
+      const now = Date.now();
+      if (!t) first = now;
+      clearTimeout(t);
+      t = setTimeout(() => { t = 0; fn(...args); }, Math.max(0, Math.min(ms, first + maxWait - now)));
+    };
   }
 
   function apiUrl(path, params) {
@@ -6931,7 +7012,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     state.win = p.get('window') in WINDOWS ? p.get('window') : 'all';
     const sort = p.get('sort') || '';
     state.sort = SORTS.includes(sort.replace(/^-/, '')) ? sort : DEFAULT_SORT;
-    state.view = p.get('view') === 'failed' ? 'failed' : 'all';
+    state.view = VIEWS.includes(p.get('view')) ? p.get('view') : 'all';
     el.status.value = state.status;
     el.search.value = state.q;
     el.win.value = state.win;
@@ -7015,9 +7096,12 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   // A running task that reports task_progress(): a bar, with its message as the label.
   function progressBar(t) {
     if (t.status !== 'running' || t.progress == null) return null;
+    const label = progressLabel(t);
+    return h('progress', { class: 'progress', max: 100, value: Math.round(t.progress * 100), 'aria-label': label, title: label });
+  }
+  function progressLabel(t) {
     const pct = Math.round(t.progress * 100);
-    const label = t.progress_message ? `${pct}% – ${t.progress_message}` : `${pct}%`;
-    return h('progress', { class: 'progress', max: 100, value: pct, 'aria-label': label, title: label });
+    return t.progress_message ? `${pct}% – ${t.progress_message}` : `${pct}%`;
   }
 
   function makeRow(t) {
@@ -7158,8 +7242,10 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     const waiting = arrivals.get(t.task_id);
     if (tr) {
       if (!older(tr, t)) {
+        // A running task's progress (or log) changes often: its bar moves, the row does not flash.
+        const quiet = t.status === 'running' && tr.dataset.status === 'running';
         fillRow(tr, t);
-        flash(tr);
+        if (!quiet) flash(tr);
         if (!matchesFilters(t)) scheduleRefresh();
       }
     } else if (waiting) {
@@ -7191,6 +7277,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     } else if (el.live.dataset.state === 'stopped') setLive('live');
     state.total += added; // updatePager takes `kept` instead when nothing is filtered
     renderMetrics(m);
+    if (state.view === 'schedules') reloadSchedules(); // a run started or ended, maybe
     // Rows of tasks dropped from memory (max_history) get no event: reload without them.
     if (listed && unfiltered() && state.kept != null && state.offset + el.rows.children.length > state.kept) loadPage();
   }
@@ -7212,6 +7299,35 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     $('#fig-max').textContent = fmtDur(d.max);
     addFunctions(Object.keys(m.functions || {}));
     renderChart(Array.isArray(m.per_minute) ? m.per_minute : []);
+    renderQueues(m.queues);
+    const delayed = m.scheduled || 0;
+    el.showDelayed.hidden = !delayed;
+    el.showDelayed.textContent = delayed === 1 ? 'Show the delayed one-off run'
+      : `Show the ${numFmt.format(delayed)} delayed one-off runs`;
+  }
+
+  // The queues of the process serving the page: only worth a panel with more than the
+  // default one, or limits on it.
+  function renderQueues(queues) {
+    const entries = Object.entries(queues || {});
+    const show = entries.length > 1 || entries.some(([, q]) => q.concurrency != null || q.max_size != null);
+    el.queues.hidden = !show;
+    if (!show) return;
+    const limit = (n) => (n == null ? h('span', { class: 'none', text: 'no limit' }) : numFmt.format(n));
+    el.queueRows.replaceChildren(...entries.map(([name, q]) => {
+      const full = q.max_size != null && q.waiting >= q.max_size;
+      return h('tr', { 'data-queue': name },
+        h('th', { scope: 'row', text: name }),
+        h('td', { class: full ? 'num full' : 'num', 'data-col': 'waiting', title: full ? 'Full: new tasks are refused (503)' : null },
+          numFmt.format(q.waiting || 0), full ? ' (full)' : ''),
+        h('td', { class: 'num', 'data-col': 'max_size' }, limit(q.max_size)),
+        h('td', { class: 'num', 'data-col': 'running' }, q.running == null
+          ? h('span', { class: 'none', title: 'Counted only for a queue with a concurrency limit', text: '—' })
+          : numFmt.format(q.running)),
+        h('td', { class: 'num', 'data-col': 'concurrency' }, limit(q.concurrency)),
+        h('td', { class: 'num', 'data-col': 'done', text: numFmt.format(q.done || 0) }),
+        h('td', { class: 'num', 'data-col': 'done_last_minute', text: numFmt.format(q.done_last_minute || 0) }));
+    }));
   }
 
   function renderChart(series) {
@@ -7293,7 +7409,9 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
         kv('Status', h('span', { id: 'detail-status', class: `pill s-${t.status}`, text: t.cancel_requested ? 'cancel requested — the thread finishes its current call' : t.status })),
         kv('Task id', h('code', { class: 'mono select', text: t.task_id })),
         kv('Created', fmtFull(t.created_at)),
-        t.run_at ? kv('Runs at', fmtFull(t.run_at)) : [],
+        t.run_at ? kv('Runs at', t.status === 'scheduled' ? `${fmtFull(t.run_at)} (${fromNow(t.run_at)})` : fmtFull(t.run_at)) : [],
+        t.status === 'running' && t.progress != null
+          ? kv('Progress', [progressBar(t), h('span', { id: 'detail-progress', text: progressLabel(t) })]) : [],
         kv('Started', fmtFull(t.start_time)),
         kv('Ended', fmtFull(t.end_time)),
         kv('Duration', fmtDur(t.duration)),
@@ -7352,7 +7470,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     }
   }
 
-  const reloadDetail = debounce(() => { if (state.detailId) openDetail(state.detailId, { focus: false }); }, 400);
+  const reloadDetail = debounce(() => { if (state.detailId) openDetail(state.detailId, { focus: false }); }, 400, 1000);
 
   function closeDetail() {
     if (el.detail.hidden) return;
@@ -7504,18 +7622,202 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
     } catch (err) { fail(err); }
   });
 
+  // ------------------------------------------------------------ schedules
+
+  const WEEKDAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+  const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August',
+    'September', 'October', 'November', 'December'];
+  const SPANS = [[604800, 'week'], [86400, 'day'], [3600, 'hour'], [60, 'minute'], [1, 'second']];
+  const CRON_ALIASES = { '@hourly': '0 * * * *', '@daily': '0 0 * * *', '@midnight': '0 0 * * *',
+    '@weekly': '0 0 * * 0', '@monthly': '0 0 1 * *', '@yearly': '0 0 1 1 *', '@annually': '0 0 1 1 *' };
+  const plural = (n, unit) => (n === 1 ? unit : `${numFmt.format(n)} ${unit}s`);
+
+  // A schedule's rhythm in words: "every 5 minutes", "every day at 03:00 (Europe/Paris)".
+  function everyWords(sec) {
+    for (const [n, unit] of SPANS) if (sec >= n && sec % n === 0) return `every ${plural(sec / n, unit)}`;
+    return `every ${numFmt.format(sec)} seconds`;
+  }
+
+  // The common crontab lines in words; null for the others (shown as written).
+  function cronWords(line) {
+    const f = (CRON_ALIASES[line.trim().toLowerCase()] || line).split(' ').filter(Boolean);
+    if (f.length !== 5) return null;
+    const [mi, ho, dom, mon, dow] = f;
+    const num = (x) => /^[0-9]+$/.test(x);
+    const step = (x) => (x.startsWith('*/') && num(x.slice(2)) ? Number(x.slice(2)) : 0);
+    const at = num(mi) && num(ho) ? `${ho.padStart(2, '0')}:${mi.padStart(2, '0')}` : null;
+    if (dom === '*' && mon === '*' && dow === '*') {
+      if (mi === '*' && ho === '*') return 'every minute';
+      if (step(mi) && ho === '*') return `every ${plural(step(mi), 'minute')}`;
+      if (num(mi) && ho === '*') return `every hour at minute ${Number(mi)}`;
+      if (num(mi) && step(ho)) return `every ${plural(step(ho), 'hour')} at minute ${Number(mi)}`;
+      return at && `every day at ${at}`;
+    }
+    if (!at) return null;
+    if (dom === '*' && mon === '*' && num(dow) && Number(dow) <= 7) return `every ${WEEKDAYS[Number(dow) % 7]} at ${at}`;
+    if (dom === '*' && mon === '*' && dow === '1-5') return `every weekday at ${at}`;
+    if (num(dom) && mon === '*' && dow === '*') return `on day ${Number(dom)} of every month at ${at}`;
+    if (num(dom) && num(mon) && dow === '*' && MONTHS[Number(mon) - 1]) return `every year on ${MONTHS[Number(mon) - 1]} ${Number(dom)} at ${at}`;
+    return null;
+  }
+
+  function ruleParts(sc) {
+    if (sc.every != null) return [everyWords(sc.every)];
+    if (!sc.cron) return [sc.rule || '—'];
+    const words = cronWords(sc.cron), zone = ` (${sc.timezone || 'UTC'})`;
+    return words ? [words + zone, h('code', { class: 'rule-raw', text: sc.cron })] : [`cron ${sc.cron}${zone}`];
+  }
+
+  // "in 5m 3s", "2h 4m ago": kept current by the refreshes (data-rel holds the time).
+  function fromNow(iso) {
+    const d = toDate(iso);
+    if (!d || isNaN(d)) return '';
+    const sec = Math.round((d - Date.now()) / 1000);
+    const span = (n) => (n < 60 ? `${n} s` : fmtDur(n));
+    return sec >= 1 ? `in ${span(sec)}` : sec <= -1 ? `${span(-sec)} ago` : 'now';
+  }
+  const when = (iso) => h('span', { class: 'when', 'data-rel': iso, text: fromNow(iso) });
+
+  // Rows stay in place across refreshes (only changed cells are rebuilt), so a focused
+  // button or link keeps its focus.
+  function scheduleRow(name) {
+    const tr = h('tr', { 'data-schedule': name },
+      h('td', {}, h('button', { type: 'button', class: 'linkish fname', 'data-act': 'runs', title: 'Show its runs in All tasks' },
+        name, h('span', { class: 'sr-only', text: ': show its runs' }))),
+      ...['rule', 'next', 'last', 'last-status', 'state'].map((k) => h('td', { class: `sc-${k}` })),
+      h('td', {}, h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'btn small', 'data-act': 'toggle' }),
+        h('button', { type: 'button', class: 'btn small', 'data-act': 'run', text: 'Run now', 'aria-label': `Run now: ${name}` }))));
+    return tr;
+  }
+
+  function setCell(td, key, build) {
+    if (td.dataset.key === key) return;
+    td.dataset.key = key;
+    td.replaceChildren(...[].concat(build()));
+  }
+
+  function fillSchedule(tr, sc) {
+    const cell = (k) => $(`.sc-${k}`, tr);
+    cell('rule').title = sc.rule || '';
+    setCell(cell('rule'), `${sc.rule}`, () => ruleParts(sc));
+    setCell(cell('next'), `${sc.paused}|${sc.next_run}`, () => (sc.paused || !sc.next_run
+      ? h('span', { class: 'muted', text: sc.paused ? 'paused' : '—' })
+      : [h('time', { datetime: sc.next_run, title: fmtFull(sc.next_run), text: fmtTime(sc.next_run) }), when(sc.next_run)]));
+    setCell(cell('last'), `${sc.last_run}|${sc.last_task_id}`, () => (sc.last_run
+      ? [h('time', { datetime: sc.last_run, title: fmtFull(sc.last_run), text: fmtTime(sc.last_run) }),
+        h('span', { class: 'when' }, h('span', { 'data-rel': sc.last_run, text: fromNow(sc.last_run) }),
+          sc.last_task_id ? [' · ', taskLink(sc.last_task_id)] : [])]
+      : h('span', { class: 'muted', text: 'not yet' })));
+    setCell(cell('last-status'), `${sc.last_status}`, () => (sc.last_status ? pill(sc.last_status) : h('span', { class: 'muted', text: '—' })));
+    setCell(cell('state'), `${sc.paused}`, () => h('span', { class: `pill s-${sc.paused ? 'paused' : 'active'}`, text: sc.paused ? 'paused' : 'active' }));
+    const toggle = $('button[data-act="toggle"]', tr);
+    toggle.textContent = sc.paused ? 'Resume' : 'Pause';
+    toggle.setAttribute('aria-label', `${sc.paused ? 'Resume' : 'Pause'} ${sc.name}`);
+    toggle.dataset.next = sc.paused ? 'resume' : 'pause';
+    for (const node of $$('[data-rel]', tr)) node.textContent = fromNow(node.dataset.rel);
+  }
+
+  function renderSchedules(list) {
+    state.schedules = list;
+    el.tabSchedules.hidden = !list.length;
+    if (!list.length && state.view === 'schedules') setView('all');
+    const shown = new Map($$('tr[data-schedule]', el.scheduleRows).map((tr) => [tr.dataset.schedule, tr]));
+    const rows = list.map((sc) => {
+      const tr = shown.get(sc.name) || scheduleRow(sc.name);
+      fillSchedule(tr, sc);
+      return tr;
+    });
+    if (rows.length !== el.scheduleRows.children.length || rows.some((tr, i) => el.scheduleRows.children[i] !== tr)) {
+      el.scheduleRows.replaceChildren(...rows);
+    }
+    el.schedulesEmpty.hidden = list.length > 0;
+    const paused = list.filter((sc) => sc.paused).length;
+    el.pausedBadge.textContent = paused ? `${numFmt.format(paused)} paused` : '';
+  }
+
+  // The tab shows once the app is known to have schedules (none: no tab at all).
+  let schedulesSeq = 0;
+  async function loadSchedules() {
+    const seq = ++schedulesSeq;
+    try {
+      const list = await (await api('/schedules')).json();
+      if (seq === schedulesSeq) renderSchedules(Array.isArray(list) ? list : []);
+    } catch (err) {
+      if (seq === schedulesSeq && state.view === 'schedules') fail(err);
+    }
+  }
+  const reloadSchedules = debounce(loadSchedules, 500, 2000);
+  // Next and last runs move with time: refresh while the tab is shown.
+  setInterval(() => { if (state.view === 'schedules' && !document.hidden) loadSchedules(); }, 5000);
+
+  // Show All tasks with other filters: the button that asked is gone, the changed filter gets focus.
+  function showTasks({ status = '', func = '' }, focus) {
+    if (func) addFunctions([func]);
+    state.status = el.status.value = status;
+    state.func = el.func.value = func;
+    setView('all');
+    filtersChanged();
+    focus.focus();
+  }
+  el.showDelayed.addEventListener('click', () => showTasks({ status: 'scheduled' }, el.status));
+
+  el.scheduleRows.addEventListener('click', async (e) => {
+    const button = e.target.closest('button[data-act]');
+    const tr = button?.closest('tr[data-schedule]');
+    if (!tr) return;
+    const name = tr.dataset.schedule;
+    if (button.dataset.act === 'runs') { showTasks({ func: name }, el.func); return; }
+    const path = `/schedules/${encodeURIComponent(name)}`;
+    try {
+      if (button.dataset.act === 'run') {
+        const res = await act(button, `${path}/run`);
+        toast(`Started ${name} as ${shortId(res.task_id)}`);
+        reloadSchedules();
+        if (document.activeElement === document.body) button.focus(); // closing the detail returns here
+        await openDetail(res.task_id, { focus: false });
+        el.detail.focus();
+        return;
+      }
+      const action = button.dataset.next;
+      const res = await act(button, `${path}/${action}`);
+      ++schedulesSeq; // a list fetched before the change must not undo it
+      if (res.state) renderSchedules((state.schedules || []).map((sc) => (sc.name === name ? res.state : sc)));
+      toast(`${action === 'pause' ? 'Paused' : 'Resumed'} ${name}`);
+      if (document.activeElement === document.body) button.focus();
+    } catch (err) {
+      fail(err);
+      loadSchedules();
+    }
+  });
+
+  // ------------------------------------------------------------ tabs
+
+  const TABS = [['all', el.tabAll, el.viewAll], ['failed', el.tabFailed, el.viewFailed],
+    ['schedules', el.tabSchedules, el.viewSchedules]];
   function setView(view) {
     state.view = view;
-    const failed = view === 'failed';
-    el.tabAll.setAttribute('aria-selected', String(!failed));
-    el.tabFailed.setAttribute('aria-selected', String(failed));
-    el.viewAll.hidden = failed;
-    el.viewFailed.hidden = !failed;
+    for (const [name, tab, panel] of TABS) {
+      const on = name === view;
+      tab.setAttribute('aria-selected', String(on));
+      tab.tabIndex = on ? 0 : -1; // one stop in the tab order: arrow keys move between tabs
+      panel.hidden = !on;
+    }
     writeUrl();
-    if (failed) loadFailed();
+    if (view === 'failed') loadFailed();
+    if (view === 'schedules') loadSchedules();
   }
-  el.tabAll.addEventListener('click', () => setView('all'));
-  el.tabFailed.addEventListener('click', () => setView('failed'));
+  for (const [name, tab] of TABS) tab.addEventListener('click', () => setView(name));
+  el.tablist.addEventListener('keydown', (e) => {
+    const tabs = TABS.map(([, tab]) => tab).filter((tab) => !tab.hidden);
+    const i = tabs.indexOf(e.target.closest('[role="tab"]'));
+    const to = { ArrowRight: i + 1, ArrowLeft: i - 1 + tabs.length, Home: 0, End: tabs.length - 1 }[e.key];
+    if (i < 0 || to == null) return;
+    e.preventDefault();
+    const tab = tabs[to % tabs.length];
+    tab.focus();
+    setView(TABS.find(([, t]) => t === tab)[0]);
+  });
 
   // ------------------------------------------------------------ controls
 
@@ -7563,6 +7865,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   const refreshAll = () => {
     loadPage(); // the stream sends metrics after what made it refresh
     if (state.view === 'failed') loadFailed();
+    if (state.view === 'schedules') loadSchedules();
     if (state.detailId) reloadDetail();
   };
   const scheduleRefresh = debounce(refreshAll, 300);
@@ -7601,6 +7904,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
   readUrl();
   updateExport();
   setView(state.view);
+  if (state.view !== 'schedules') loadSchedules(); // does the app have any? (shows the tab)
   loadPage();
   loadMetrics();
   loadFunctions();

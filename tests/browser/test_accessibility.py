@@ -7,15 +7,20 @@ colours, the ratio found and the ratio needed. Minor ones are printed, not faile
 
 The pages' Content-Security-Policy (script-src 'self') forbids the injected script: the
 test's browser context bypasses CSP (``bypass_csp=True``), for these tests only.
+
+The server runs with periodic tasks and a limited queue, so the Schedules tab and the
+Queues panel are on the pages checked.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_harness import Server, log_in
+from browser_harness import Server, log_in, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -45,15 +50,40 @@ def expect(*args, **kwargs):
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"TASKFLOW_DEMO_SCHEDULES": "1", "TASKFLOW_DEMO_QUEUES": "1"}
+    with serve(tmp_path_factory.mktemp("uvicorn"), env=env) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
 def populated(server: Server) -> Server:
-    """Tasks of every status: rows, badges, the chart and the failed view all have content."""
+    """Tasks of every status: rows, badges, the chart and the failed view all have content;
+    a progress bar, a delayed run, tasks waiting in a queue and a paused schedule too."""
     with server.client() as client:
         client.post("/demo/populate").raise_for_status()
         client.post("/demo/failing", params={"reason": "gateway timeout"}).raise_for_status()
         client.post("/demo/retrying").raise_for_status()
         slow = client.post("/demo/slow").json()["task_id"]
+        client.post("/demo/stepped/a11y").raise_for_status()
+        client.post("/demo/open/a11y:1").raise_for_status()
+        client.post("/demo/later", params={"seconds": 3600}).raise_for_status()
+        for n in range(3):  # one runs, two wait (pending)
+            client.post(f"/demo/queued/a11y-{n}").raise_for_status()
     with server.admin_client("admin", "secret") as admin:
         admin.post(f"/tasks/{slow}/cancel").raise_for_status()
+        admin.post("/tasks/schedules/nightly_cleanup/run").raise_for_status()
+        # heartbeat (every second, paused) runs once: its row has a last run and status.
+        admin.post("/tasks/schedules/heartbeat/resume").raise_for_status()
+        deadline = time.monotonic() + 10
+        while not any(
+            s["name"] == "heartbeat" and s["last_status"] == "success"
+            for s in admin.get("/tasks/schedules").json()
+        ):
+            assert time.monotonic() < deadline, "heartbeat did not run"
+            time.sleep(0.05)
+        admin.post("/tasks/schedules/heartbeat/pause").raise_for_status()
+        admin.post("/tasks/schedules/weekly_report/pause").raise_for_status()
     return server
 
 
@@ -139,7 +169,11 @@ def test_dashboard(axe_page, populated: Server, scheme: str):
     log_in(axe_page, populated)
     expect(status_cells(axe_page, "failed").first).to_be_visible()
     expect(status_cells(axe_page, "running").first).to_be_visible()
+    expect(status_cells(axe_page, "pending").first).to_be_visible()
+    expect(status_cells(axe_page, "scheduled").first).to_be_visible()
+    expect(axe_page.locator("#task-rows progress").first).to_be_visible()
     expect(axe_page.locator("#chart rect").first).to_be_attached()
+    expect(axe_page.locator('#queues tr[data-queue="email"]')).to_be_visible()
     check(axe_page, f"dashboard ({scheme})")
 
 
@@ -159,3 +193,18 @@ def test_failed_tab(axe_page, populated: Server, scheme: str):
     expect(axe_page.locator("#failed-rows tr").first).to_be_visible()
     axe_page.locator('#failed-rows input[name="replay"]').first.check()
     check(axe_page, f"failed tab ({scheme})")
+
+
+def test_schedules_tab(axe_page, populated: Server, scheme: str):
+    log_in(axe_page, populated)
+    axe_page.click("#tab-schedules")
+    expect(axe_page.locator("#view-schedules")).to_be_visible()
+    rows = axe_page.locator("#schedule-rows tr")
+    expect(rows).to_have_count(3)
+    # Active and paused rows, a finished last run, the badge and the delayed-runs link.
+    expect(axe_page.locator("#schedule-rows .sc-state", has_text="paused").first).to_be_visible()
+    expect(axe_page.locator("#schedule-rows .sc-state", has_text="active").first).to_be_visible()
+    expect(axe_page.locator("#paused-badge")).to_have_text("2 paused")
+    expect(axe_page.locator('tr[data-schedule="heartbeat"] .sc-last a')).to_be_visible()
+    expect(axe_page.locator("#show-delayed")).to_be_visible()
+    check(axe_page, f"schedules tab ({scheme})")

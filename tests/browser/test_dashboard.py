@@ -346,6 +346,26 @@ def test_no_console_errors_and_nothing_fetched_off_host(
     page_log.assert_clean()
 
 
+def test_no_schedules_tab_nor_queues_panel_without_them(
+    dashboard, page_log: PageLog, server: Server, admin
+):
+    """This app has no periodic task and only the default queue, without limits."""
+    assert admin.get(f"{BASE_PATH}/schedules").json() == []
+    expect(dashboard.locator('[data-count="total"]')).not_to_have_text("–")
+    with dashboard.expect_response(lambda r: r.url.endswith(f"{BASE_PATH}/schedules")):
+        dashboard.reload()
+    expect(dashboard.locator("#live")).to_have_text("Live")
+    expect(dashboard.locator("#tab-schedules")).to_be_hidden()
+    expect(dashboard.locator("#queues")).to_be_hidden()
+    # A link to the tab falls back to All tasks.
+    dashboard.goto(f"{server.dashboard}?view=schedules")
+    expect(dashboard.locator("#tab-all")).to_have_attribute("aria-selected", "true")
+    expect(dashboard.locator("#view-all")).to_be_visible()
+    expect(dashboard.locator("#view-schedules")).to_be_hidden()
+    expect(dashboard).not_to_have_url(re.compile("view=schedules"))
+    page_log.assert_clean()
+
+
 def test_screenshot_of_a_populated_dashboard(page, page_log: PageLog, server: Server, tmp_path):
     """screenshot.py's steps work (it writes docs/img/dashboard.png; this writes to tmp)."""
     from screenshot import populate, shoot
