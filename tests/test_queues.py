@@ -73,7 +73,7 @@ async def test_a_queue_runs_at_most_concurrency_tasks_and_others_are_unlimited()
         "done": 8,
         "done_last_minute": queues["two"]["done_last_minute"],
     }
-    assert queues["default"]["done"] == 8 and queues["default"]["running"] is None
+    assert queues["default"]["done"] == 8 and queues["default"]["running"] == 0
 
 
 async def test_a_full_queue_refuses_with_queuefull_and_a_cancelled_waiter_frees_its_place():

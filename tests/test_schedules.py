@@ -176,7 +176,7 @@ async def test_the_admin_api_lists_pauses_resumes_and_runs_a_schedule_now(storag
         await asyncio.sleep(0.2)
         assert ran == [], "catch_up=False: the occurrence missed before start is skipped"
         [listed] = (await http.get("/tasks/schedules")).json()
-        assert listed["name"] == "nightly_cleanup" and listed["rule"] == "every 3600 s"
+        assert listed["name"] == "nightly_cleanup" and listed["rule"] == "every 1 h"
         assert listed["paused"] is False and listed["last_run"] is None
 
         response = await http.post("/tasks/schedules/nightly_cleanup/run")
@@ -184,6 +184,8 @@ async def test_the_admin_api_lists_pauses_resumes_and_runs_a_schedule_now(storag
         task_id = response.json()["task_id"]
         record = await reaches(tm, task_id, "success")
         assert record.tags == {"schedule": "nightly_cleanup", "trigger": "manual"}
+        [listed] = (await http.get("/tasks/schedules")).json()
+        assert (listed["last_task_id"], listed["last_status"]) == (task_id, "success")
 
         paused = await http.post("/tasks/schedules/nightly_cleanup/pause")
         assert paused.status_code == 200 and paused.json()["state"]["paused"] is True

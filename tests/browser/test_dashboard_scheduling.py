@@ -94,7 +94,7 @@ def test_schedules_tab_lists_rules_pauses_resumes_and_runs_now(
     weekly = dashboard.locator('#schedule-rows tr[data-schedule="weekly_report"]')
     # The rule in words (the server's own wording as the cell's title).
     expect(nightly.locator(".sc-rule")).to_have_text("every day")
-    expect(nightly.locator(".sc-rule")).to_have_attribute("title", "every 86400 s")
+    expect(nightly.locator(".sc-rule")).to_have_attribute("title", "every day")
     expect(weekly.locator(".sc-rule")).to_contain_text("every Monday at 06:30 (Europe/Paris)")
     expect(weekly.locator(".sc-rule code")).to_have_text("30 6 * * 1")
     # Next run: the API's time, and how far off it is; no run yet.
@@ -147,6 +147,10 @@ def test_schedules_tab_lists_rules_pauses_resumes_and_runs_now(
     dashboard.keyboard.press("Escape")
     expect(dashboard.locator("#detail")).to_be_hidden()
     expect(nightly.get_by_role("button", name="Run now: nightly_cleanup")).to_be_focused()
+    # The last run is now that run (the tab refreshes every 5 s)
+    expect(nightly.locator(".sc-last a")).to_have_attribute(
+        "href", re.compile(run_id), timeout=15_000
+    )
 
     # The schedule's name shows its runs in All tasks, where the new one is listed.
     nightly.get_by_role("button", name=re.compile("^nightly_cleanup")).click()

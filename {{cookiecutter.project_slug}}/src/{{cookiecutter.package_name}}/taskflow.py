@@ -792,6 +792,10 @@ class _Store:
             if timed:
                 newest = (e for e in newest if in_range(e if type(e) is tuple else _freeze(e)))
             candidates = list(itertools.islice(newest, _SEARCH_WINDOW))[::-1]
+        if sort == "created_at" and needle and not (wanted or func_name or timed):
+            # A search alone, the dashboard's search box: one tight loop (the walk must
+            # count every match, so its cost per record is what matters).
+            return self._search(needle, candidates, descending, limit, offset)
         if sort == "created_at":
             # Newest (or oldest) first, walked until the page is full.
             matching = filter(matches, reversed(candidates) if descending else iter(candidates))
@@ -822,6 +826,32 @@ class _Store:
             live = records.get(f[_F_ID])
             page.append(live if isinstance(live, TaskRecord) else f)
         return page, len(rows)
+
+    def _search(
+        self, needle: str, candidates: Any, descending: bool, limit: int, offset: int
+    ) -> tuple[list[TaskRecord | tuple[Any, ...]], int]:
+        """``page`` for ``q`` alone, sorted by creation: what ``_found`` matches."""
+        named: dict[str, bool] = {}  # function name -> holds the needle (names are few)
+        # Ids are lower-case hex and dashes: a needle with anything else is no id prefix.
+        id_like = not needle.strip("0123456789abcdef-")
+        found: list[TaskRecord | tuple[Any, ...]] = []
+        total, stop = 0, offset + limit
+        for entry in reversed(candidates) if descending else candidates:
+            f = entry if type(entry) is tuple else _freeze(entry)
+            name = f[_F_NAME]
+            hit = named.get(name)
+            if hit is None:
+                hit = named[name] = needle in name.lower()
+            if not hit:
+                rare = f[_F_RARE]
+                if not (id_like and f[_F_ID].startswith(needle)) and (
+                    rare is None or not _found(needle, f, name_checked=True)
+                ):
+                    continue
+            if offset <= total < stop:
+                found.append(entry)
+            total += 1
+        return found, total
 
     def changed_elsewhere(self) -> None:
         """Other processes changed the database: counters were reloaded, pages are stale."""
@@ -2592,7 +2622,7 @@ class _Lane:
             "concurrency": self.concurrency,
             "max_size": self.max_size,
             "waiting": max(self.waiting, 0),
-            "running": self.running if self.concurrency is not None else None,
+            "running": self.running,
             "done": self.done,
             "done_last_minute": self.minutes.get(last, 0),
         }
@@ -3041,6 +3071,14 @@ class _Schedule:
     def rule(self) -> str:
         """The rhythm in words: "every 90 s" or "cron */5 * * * * (Europe/Paris)"."""
         if self.every is not None:
+            for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+                if self.every >= size and self.every % size == 0:
+                    n = int(self.every // size)
+                    return (
+                        f"every {n} {unit}"
+                        if unit != "day"
+                        else ("every day" if n == 1 else f"every {n} days")
+                    )
             return f"every {self.every:g} s"
         return f"cron {self.cron} ({getattr(self.tz, 'key', 'UTC')})"
 
@@ -3430,15 +3468,18 @@ class TaskManager(_Adds):
 
     async def list_schedules(self) -> list[dict[str, Any]]:
         """Every schedule: ``name``, ``rule`` in words, ``paused``, ``next_run``, and its
-        ``last_run`` (the latest occurrence started in the fleet) with ``last_task_id``
-        and ``last_status`` (ISO times; None before a first run)."""
+        ``last_run`` (the latest occurrence started in the fleet, or a run-now in this
+        process if later) with ``last_task_id`` and ``last_status`` (ISO times; None
+        before a first run)."""
         now = time.time()
         db = self._db if self._db is not None and self._db.ready else None
         out = []
         for schedule in self._schedules:
-            last = schedule.last_run
+            last = schedule.last_run  # the latest started here, a run-now included
             if db is not None:
-                last = await db.last_occurrence(schedule.name) or last
+                found = await db.last_occurrence(schedule.name)
+                if found is not None and (last is None or found[0] > last[0]):
+                    last = found
             record = await self.fetch(last[1]) if last is not None else None
             out.append(
                 {
@@ -3478,7 +3519,9 @@ class TaskManager(_Adds):
         """Run schedule ``name``'s function now, once, as an ordinary task; returns its id.
         Its occurrences go on as before."""
         schedule = self._schedule_named(name)
-        return self._add(schedule.func, (), {}, None, {"schedule": name, "trigger": "manual"})
+        task_id = self._add(schedule.func, (), {}, None, {"schedule": name, "trigger": "manual"})
+        schedule.last_run = (time.time(), task_id)
+        return task_id
 
     def _config_for(self, func: Callable[..., Any]) -> tuple[TaskConfig, bool]:
         """``func``'s options, and whether it is a coroutine function (known once registered)."""
@@ -3730,6 +3773,8 @@ class TaskManager(_Adds):
             except asyncio.CancelledError:
                 self._stopped(job)
                 return
+        else:
+            lane.running += 1  # counted only: no slot to wait for
         if self._slots is not None:
             try:
                 await self._slots.acquire()
@@ -3802,6 +3847,8 @@ class TaskManager(_Adds):
                 self._slots.release()
             if limited:
                 lane.leave()
+            else:
+                lane.running -= 1
             if record.status in _FINAL:
                 # Job -> asyncio task -> its context -> job: break the cycle so the
                 # task's objects go at once, not at the next garbage collection.
@@ -5068,7 +5115,7 @@ def _prometheus(metrics: dict[str, Any]) -> str:
     queues = metrics.get("queues", {})
     for metric, key, kind, text in (
         ("taskflow_queue_waiting", "waiting", "gauge", "Tasks waiting to start, by queue."),
-        ("taskflow_queue_running", "running", "gauge", "Tasks running, by queue (limited ones)."),
+        ("taskflow_queue_running", "running", "gauge", "Tasks running, by queue."),
         ("taskflow_queue_done_total", "done", "counter", "Tasks finished, by queue."),
     ):
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
@@ -7321,9 +7368,7 @@ _APP_JS = r"""// taskflow dashboard: vanilla ES2020, no dependencies, no innerHT
         h('td', { class: full ? 'num full' : 'num', 'data-col': 'waiting', title: full ? 'Full: new tasks are refused (503)' : null },
           numFmt.format(q.waiting || 0), full ? ' (full)' : ''),
         h('td', { class: 'num', 'data-col': 'max_size' }, limit(q.max_size)),
-        h('td', { class: 'num', 'data-col': 'running' }, q.running == null
-          ? h('span', { class: 'none', title: 'Counted only for a queue with a concurrency limit', text: '—' })
-          : numFmt.format(q.running)),
+        h('td', { class: 'num', 'data-col': 'running', text: numFmt.format(q.running || 0) }),
         h('td', { class: 'num', 'data-col': 'concurrency' }, limit(q.concurrency)),
         h('td', { class: 'num', 'data-col': 'done', text: numFmt.format(q.done || 0) }),
         h('td', { class: 'num', 'data-col': 'done_last_minute', text: numFmt.format(q.done_last_minute || 0) }));
