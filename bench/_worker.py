@@ -1310,17 +1310,25 @@ async def sc_latency(args, problems):
         result["written_per_s"] = n / written_s
         result.update(ms_summary("burst_written", to_written(ids, spans_)))
     await impl.shutdown()
-    if not ran or C.n != paced_n + n:
-        problems.append(f"executed {C.n}/{paced_n + n} tasks within the time bound")
-    if not final:
-        problems.append("not all tasks reached a final status")
-    if impl.tracked:
-        stored = await impl.history_count(target, status="success")
-        result["stored"] = stored
-        if stored != paced_n + n:
-            problems.append(f"{stored} success rows after shutdown, not {paced_n + n}")
+    await check_all_ran(
+        impl, target if impl.tracked else None, ran, final, paced_n + n, result, problems
+    )
     shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+async def check_all_ran(impl, target, ran, final, expected, result, problems):
+    """A latency run's correctness: every task ran and ended, and (with a database
+    `target`) every one is stored as a success after shutdown."""
+    if not ran or C.n != expected:
+        problems.append(f"executed {C.n}/{expected} tasks within the time bound")
+    if not final:
+        problems.append("not all tasks reached a final status")
+    if target:
+        stored = await impl.history_count(target, status="success")
+        result["stored"] = stored
+        if stored != expected:
+            problems.append(f"{stored} success rows after shutdown, not {expected}")
 
 
 def procrastinate_app(url):
@@ -1669,17 +1677,9 @@ async def sc_arq_latency(args, problems):
         problems.append(f"burst: {len(ends)}/{n} tasks have an end time")
     if sum(e is not None for _, e in paced) != paced_n:
         problems.append(f"paced: {len(paced)}/{paced_n} tasks have an end time")
-    if not ran or C.n != paced_n + n:
-        problems.append(f"executed {C.n}/{paced_n + n} tasks within the time bound")
-    if not final:
-        problems.append("not all tasks reached a final status")
     if impl.tracked:
         check_bad_ids(ids_of(sent), problems)
-    if target:
-        stored = await impl.history_count(target, status="success")
-        result["stored"] = stored
-        if stored != paced_n + n:
-            problems.append(f"{stored} success rows after shutdown, not {paced_n + n}")
+    await check_all_ran(impl, target if target else None, ran, final, paced_n + n, result, problems)
     shutil.rmtree(tmp, ignore_errors=True)
     return result
 

@@ -124,6 +124,24 @@ class Scenario:
         return names[:1] if impl in self.shared else names
 
 
+def latency_measures(queue):
+    """Burst and paced p50/p99 of ours, plain and persist=True, each below `queue`'s."""
+    measures = []
+    for run, fmt in (("burst", "{:,.1f}"), ("paced", "{:,.2f}")):
+        for variant, suffix in (("", ""), ("persist", " persist=True")):
+            for q in ("p50", "p99"):
+                measures.append(
+                    Measure(
+                        f"{run} {q} ms{suffix}",
+                        f"{run}_{q}_ms",
+                        variant,
+                        targets=[Target(queue, "<", 1.0)],
+                        fmt=fmt,
+                    )
+                )
+    return measures
+
+
 SCENARIOS = [
     Scenario(
         "enqueue_async",
@@ -464,58 +482,7 @@ SCENARIOS = [
         "add → done per task, snapshot_db on PostgreSQL, against procrastinate (worker in a "
         "child process): 300 tasks paced at 150/s, then a burst of 10,000",
         [
-            Measure(
-                "burst p50 ms",
-                "burst_p50_ms",
-                targets=[Target("procrastinate", "<", 1.0)],
-                fmt="{:,.1f}",
-            ),
-            Measure(
-                "burst p99 ms",
-                "burst_p99_ms",
-                targets=[Target("procrastinate", "<", 1.0)],
-                fmt="{:,.1f}",
-            ),
-            Measure(
-                "burst p50 ms persist=True",
-                "burst_p50_ms",
-                "persist",
-                targets=[Target("procrastinate", "<", 1.0)],
-                fmt="{:,.1f}",
-            ),
-            Measure(
-                "burst p99 ms persist=True",
-                "burst_p99_ms",
-                "persist",
-                targets=[Target("procrastinate", "<", 1.0)],
-                fmt="{:,.1f}",
-            ),
-            Measure(
-                "paced p50 ms",
-                "paced_p50_ms",
-                targets=[Target("procrastinate", "<", 1.0)],
-                fmt="{:,.2f}",
-            ),
-            Measure(
-                "paced p99 ms",
-                "paced_p99_ms",
-                targets=[Target("procrastinate", "<", 1.0)],
-                fmt="{:,.2f}",
-            ),
-            Measure(
-                "paced p50 ms persist=True",
-                "paced_p50_ms",
-                "persist",
-                targets=[Target("procrastinate", "<", 1.0)],
-                fmt="{:,.2f}",
-            ),
-            Measure(
-                "paced p99 ms persist=True",
-                "paced_p99_ms",
-                "persist",
-                targets=[Target("procrastinate", "<", 1.0)],
-                fmt="{:,.2f}",
-            ),
+            *latency_measures("procrastinate"),
             Measure("burst tasks/s to done", "done_per_s"),
             Measure("burst tasks/s to done persist=True", "done_per_s", "persist"),
             Measure("burst tasks/s to written persist=True", "written_per_s", "persist"),
@@ -553,46 +520,7 @@ SCENARIOS = [
         "and the client in this process; ours without snapshot_db, and persist=True on a "
         "SQLite snapshot_db",
         [
-            Measure(
-                "burst p50 ms", "burst_p50_ms", targets=[Target("arq", "<", 1.0)], fmt="{:,.1f}"
-            ),
-            Measure(
-                "burst p99 ms", "burst_p99_ms", targets=[Target("arq", "<", 1.0)], fmt="{:,.1f}"
-            ),
-            Measure(
-                "burst p50 ms persist=True",
-                "burst_p50_ms",
-                "persist",
-                targets=[Target("arq", "<", 1.0)],
-                fmt="{:,.1f}",
-            ),
-            Measure(
-                "burst p99 ms persist=True",
-                "burst_p99_ms",
-                "persist",
-                targets=[Target("arq", "<", 1.0)],
-                fmt="{:,.1f}",
-            ),
-            Measure(
-                "paced p50 ms", "paced_p50_ms", targets=[Target("arq", "<", 1.0)], fmt="{:,.2f}"
-            ),
-            Measure(
-                "paced p99 ms", "paced_p99_ms", targets=[Target("arq", "<", 1.0)], fmt="{:,.2f}"
-            ),
-            Measure(
-                "paced p50 ms persist=True",
-                "paced_p50_ms",
-                "persist",
-                targets=[Target("arq", "<", 1.0)],
-                fmt="{:,.2f}",
-            ),
-            Measure(
-                "paced p99 ms persist=True",
-                "paced_p99_ms",
-                "persist",
-                targets=[Target("arq", "<", 1.0)],
-                fmt="{:,.2f}",
-            ),
+            *latency_measures("arq"),
             Measure("burst tasks/s to done", "done_per_s"),
             Measure("burst tasks/s to done persist=True", "done_per_s", "persist"),
             Measure("burst req/s", "req_per_s"),
