@@ -1573,22 +1573,31 @@ class _Storage:
             clauses.append("func_name = ?")
             params.append(func_name)
         if q:  # _Store.page's definition: id prefix, or part of name, error or a tag value
-            # The window: created at or after the _SEARCH_WINDOW-th newest task in range.
+            # The window: created at or after the _SEARCH_WINDOW-th newest task in range,
+            # read once here (the page and its count would each read it again).
             bounds = [("created_at >= ?", lo), ("created_at <= ?", hi)]
             in_range = [(sql, value) for sql, value in bounds if value is not None]
-            clauses.append(
-                "created_at >= coalesce((SELECT created_at FROM tasks"
+            oldest = await self.scalar(
+                "SELECT created_at FROM tasks"
                 + (" WHERE " + " AND ".join(sql for sql, _ in in_range) if in_range else "")
-                + f" ORDER BY created_at DESC LIMIT 1 OFFSET {_SEARCH_WINDOW - 1}), 0)"
+                + f" ORDER BY created_at DESC LIMIT 1 OFFSET {_SEARCH_WINDOW - 1}",
+                [value for _, value in in_range],
             )
-            params.extend(value for _, value in in_range)
+            if oldest is not None:
+                clauses.append("created_at >= ?")
+                params.append(oldest)
             like = _like(q)
             part = "%" + like + "%"
-            clauses.append(
-                f"(task_id LIKE ? ESCAPE '\\' OR func_name {self.like} ? ESCAPE '\\' "
-                f"OR error {self.like} ? ESCAPE '\\' OR {self.tag_value_like})"
-            )
-            params.extend([like.lower() + "%", part, part, _raw_tags_like(q), part])
+            matches = [
+                f"func_name {self.like} ? ESCAPE '\\'",
+                f"error {self.like} ? ESCAPE '\\'",
+                self.tag_value_like,
+            ]
+            params.extend([part, part, _raw_tags_like(q), part])
+            if not q.lower().strip("0123456789abcdef-"):  # it could start an id
+                matches.insert(0, "task_id LIKE ? ESCAPE '\\'")
+                params.insert(len(params) - 4, like.lower() + "%")
+            clauses.append("(" + " OR ".join(matches) + ")")
         if lo is not None:
             clauses.append("created_at >= ?")
             params.append(lo)
