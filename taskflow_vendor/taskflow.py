@@ -3189,6 +3189,9 @@ class TaskManager(_Adds):
     * ``heartbeat_timeout``: seconds without a heartbeat after which another process
       sharing ``snapshot_db`` counts as dead, and one live process claims its
       unfinished tasks (on the same host a dead PID is noticed at once).
+    * ``queues``: named queues and their limits, ``{"email": Queue(concurrency=5,
+      max_size=1000)}``; tasks name theirs with ``@task(queue=...)``. A ``"default"``
+      queue without limits always exists.
     """
 
     def __init__(
