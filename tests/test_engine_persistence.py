@@ -1054,3 +1054,46 @@ async def test_a_stalled_process_whose_tasks_were_claimed_does_not_start_them_to
     counted = collections.Counter(n for _, n in ran)
     assert all(counted[n] == 1 for n in range(1, 6)), ran  # each pending task ran once
     assert {w for w, n in ran if n} == {"survivor"}
+
+
+def test_workers_starting_together_on_a_new_sqlite_file_all_start(tmp_path):
+    """uvicorn --workers N on a file that does not exist yet: every worker creates the schema
+    and switches the file to WAL at once. SQLite does not wait for the switch (no busy
+    timeout there), so a worker failed its start-up with "database is locked" and uvicorn
+    stopped them all (seen in CI). Twelve processes, released together, must all start."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    db, go = tmp_path / "tasks.db", tmp_path / "go"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / "taskflow_vendor")!r})
+        import taskflow
+
+        async def main():
+            while not os.path.exists({str(go)!r}):
+                time.sleep(0.001)
+            time.sleep(int(sys.argv[1]) * 0.02)  # in a staggered wave, as workers come up
+            tm = taskflow.TaskManager(snapshot_db={str(db)!r}, snapshot_interval=0.01)
+            await tm.startup()
+            print("started", flush=True)
+            await asyncio.sleep(1.0)  # writing heartbeats while the others start
+            await tm.shutdown()
+
+        asyncio.run(main())
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for n in range(12)
+    ]
+    time.sleep(1.0)  # every interpreter imported taskflow and waits
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    failed = [err.decode()[-500:] for (out, err) in results if b"started" not in out]
+    assert not failed, failed

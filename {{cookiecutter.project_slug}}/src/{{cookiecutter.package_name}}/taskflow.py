@@ -1897,7 +1897,7 @@ class _SQLiteStorage(_Storage):
             self.conn = await connection
             await self.conn.execute("PRAGMA busy_timeout = 30000")
             await self.atomic(self._check_and_create)  # one process at a time migrates
-            await self.conn.execute("PRAGMA journal_mode = WAL")
+            await self._use_wal()
             await self.conn.execute("PRAGMA synchronous = NORMAL")
         except TaskflowDatabaseError:
             await self.close()
@@ -1905,6 +1905,26 @@ class _SQLiteStorage(_Storage):
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise self._fail(f"cannot be opened as a taskflow database ({exc})") from exc
+
+    async def _use_wal(self) -> None:
+        """Switch the file to WAL (it stays so). The switch needs the file to itself and
+        SQLite does not wait for that (the busy timeout does not apply): workers that start
+        together on a new file retry for a while instead of failing their start-up."""
+        assert self.conn is not None
+        deadline = time.monotonic() + 30.0
+        while True:
+            rows = await self.conn.execute_fetchall("PRAGMA journal_mode")
+            if rows and str(rows[0][0]).lower() == "wal":
+                return
+            try:
+                await self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(random.uniform(0.01, 0.05))
 
     async def fetch(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         assert self.conn is not None
