@@ -1029,7 +1029,7 @@ def _summary(values: Iterable[float]) -> dict[str, float | None]:
 # =============================================================================
 
 _APPLICATION_ID = 0x54464C57  # "TFLW" in the SQLite header marks our files
-_SCHEMA_VERSION = 5
+_SCHEMA_VERSION = 6
 _STALE_AFTER = 30.0  # seconds without heartbeat before another host's process counts as dead
 _COLUMNS = (
     "task_id, func_name, status, created_at, start_time, end_time, duration, retries_used, "
@@ -1044,6 +1044,12 @@ _UNFINISHED = "status IN ('pending', 'running', 'scheduled')"
 # A q search has no index: it looks at the newest _SEARCH_WINDOW tasks (within since/until),
 # so that a page and its total cost the window, not the whole history.
 _SEARCH_WINDOW = 10_000
+# The rows with an error or tags (a minority): a search's total reads them through this
+# index, and the rows of matching functions through tasks_func_created, not every row.
+_RARE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS tasks_rare ON tasks (created_at) "
+    "WHERE error IS NOT NULL OR tags IS NOT NULL"
+)
 _FINISHED = "status IN ('success', 'failed', 'cancelled', 'interrupted')"
 # Login attempts, counted by the throttle on every host (keys are digests).
 _LOGIN_ATTEMPTS = [
@@ -1105,6 +1111,7 @@ _TABLES = [
     "CREATE INDEX IF NOT EXISTS tasks_end ON tasks (end_time)",
     "CREATE INDEX IF NOT EXISTS tasks_idem ON tasks (idempotency_key, created_at) "
     "WHERE idempotency_key IS NOT NULL",
+    _RARE_INDEX,
     # Counters per function and status, kept by triggers so startup and metrics
     # never count the whole history.
     """CREATE TABLE IF NOT EXISTS task_counts (
@@ -1150,6 +1157,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     2: _LOGIN_ATTEMPTS,
     3: _SCHEDULE_RUNS,
     4: ["ALTER TABLE tasks ADD COLUMN run_at {real}", *_SCHEDULE_STATE],
+    5: [_RARE_INDEX],
 }
 _ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
 _ROWS_PER_STATEMENT = 1000  # 20 columns each: below both dialects' limits on parameters
@@ -1572,11 +1580,14 @@ class _Storage:
         if func_name:
             clauses.append("func_name = ?")
             params.append(func_name)
-        if q:  # _Store.page's definition: id prefix, or part of name, error or a tag value
+        bounds = [("created_at >= ?", lo), ("created_at <= ?", hi)]
+        in_range = [(sql, value) for sql, value in bounds if value is not None]
+        for sql, value in in_range:
+            clauses.append(sql)
+            params.append(value)
+        if q:
             # The window: created at or after the _SEARCH_WINDOW-th newest task in range,
             # read once here (the page and its count would each read it again).
-            bounds = [("created_at >= ?", lo), ("created_at <= ?", hi)]
-            in_range = [(sql, value) for sql, value in bounds if value is not None]
             oldest = await self.scalar(
                 "SELECT created_at FROM tasks"
                 + (" WHERE " + " AND ".join(sql for sql, _ in in_range) if in_range else "")
@@ -1586,39 +1597,61 @@ class _Storage:
             if oldest is not None:
                 clauses.append("created_at >= ?")
                 params.append(oldest)
-            like = _like(q)
-            part = "%" + like + "%"
-            matches = [
-                f"func_name {self.like} ? ESCAPE '\\'",
-                f"error {self.like} ? ESCAPE '\\'",
-                self.tag_value_like,
-            ]
-            params.extend([part, part, _raw_tags_like(q), part])
-            if not q.lower().strip("0123456789abcdef-"):  # it could start an id
-                matches.insert(0, "task_id LIKE ? ESCAPE '\\'")
-                params.insert(len(params) - 4, like.lower() + "%")
-            clauses.append("(" + " OR ".join(matches) + ")")
-        if lo is not None:
-            clauses.append("created_at >= ?")
-            params.append(lo)
-        if hi is not None:
-            clauses.append("created_at <= ?")
-            params.append(hi)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        count_params = params
+        if not q:
+            if lo is None and hi is None:
+                count = f"SELECT coalesce(sum(n), 0) FROM task_counts{where}"
+            else:
+                count = f"SELECT count(*) FROM tasks{where}"
+        else:
+            # _Store.page's definition: id prefix, or part of name, error or a tag value.
+            # The total is counted in parts that indexes answer: rows of the functions
+            # whose name holds q (tasks_func_created), plus the rows with an error or
+            # tags (tasks_rare) of the other functions that match, plus id prefixes.
+            part = "%" + _like(q) + "%"
+            named = (
+                f"(func_name IN (SELECT func_name FROM task_counts "
+                f"WHERE func_name {self.like} ? ESCAPE '\\'))"
+            )
+            rare = (
+                f"((error IS NOT NULL AND error {self.like} ? ESCAPE '\\') "
+                f"OR (tags IS NOT NULL AND {self.tag_value_like}))"
+            )
+            rare_params = [part, _raw_tags_like(q), part]
+            base = where + (" AND " if where else " WHERE ")
+            parts = [
+                (f"{base}{named}", [*params, part]),
+                (
+                    f"{base}(error IS NOT NULL OR tags IS NOT NULL) AND NOT {named} AND {rare}",
+                    [*params, part, *rare_params],
+                ),
+            ]
+            matches, match_params = [named, rare], [part, *rare_params]
+            if not q.lower().strip("0123456789abcdef-"):  # it could start an id
+                prefix = _like(q).lower() + "%"
+                matches.append("task_id LIKE ? ESCAPE '\\'")
+                match_params.append(prefix)
+                parts.append(
+                    (
+                        f"{base}task_id LIKE ? ESCAPE '\\' AND NOT {named} AND NOT {rare}",
+                        [*params, prefix, part, *rare_params],
+                    )
+                )
+            count = "SELECT " + " + ".join(f"(SELECT count(*) FROM tasks{sql})" for sql, _ in parts)
+            count_params = [value for _, values in parts for value in values]
+            where = base + "(" + " OR ".join(matches) + ")"
+            params = [*params, *match_params]
         direction = "DESC" if descending else "ASC"
         nulls = (" NULLS LAST" if descending else " NULLS FIRST") if _SORTS[sort] else ""
         order = f"{sort} {direction}{nulls}, created_at {direction}, task_id {direction}"
-        if not (q or lo is not None or hi is not None):
-            count = f"SELECT coalesce(sum(n), 0) FROM task_counts{where}"
-        else:
-            count = f"SELECT count(*) FROM tasks{where}"
         # The total rides along as an extra column: one round trip.
         rows = await self.fetch(
             f"SELECT {_BRIEF_COLUMNS if brief else _COLUMNS}, ({count}) FROM tasks{where} "
             f"ORDER BY {order} LIMIT ? OFFSET ?",
-            (*params, *params, limit, offset),
+            (*count_params, *params, limit, offset),
         )
-        total = rows[0][-1] if rows else await self.scalar(count, params)
+        total = rows[0][-1] if rows else await self.scalar(count, count_params)
         if brief:
             page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, *r[9:13]) for r in rows]
         else:

@@ -880,6 +880,12 @@ def _task_columns(db: str) -> list[str]:
     return [r[1] for r in db_rows(db, "PRAGMA table_info(tasks)")]
 
 
+def _has_index(db: str, name: str) -> bool:
+    if is_postgres(db):
+        return bool(db_scalar(db, f"SELECT to_regclass('{name}') IS NOT NULL"))
+    return db_scalar(db, f"SELECT count(*) FROM sqlite_master WHERE name = '{name}'") == 1
+
+
 async def test_a_version_1_database_is_migrated_forward(snapshot_target: str):
     db = snapshot_target
     tm = TaskManager(snapshot_db=db)
@@ -896,10 +902,12 @@ async def test_a_version_1_database_is_migrated_forward(snapshot_target: str):
     current, columns = _schema_version(db), set(_task_columns(db))
     assert current >= 2 and "retried_as" in columns
 
-    # What a database written by schema version 1 looks like: no retried_as column (2)
-    # and no run_at column (5).
+    # What a database written by schema version 1 looks like: no retried_as column (2),
+    # no run_at column (5) and no index of the rows with an error or tags (6).
+    assert _has_index(db, "tasks_rare")
     db_execute(db, "ALTER TABLE tasks DROP COLUMN retried_as")
     db_execute(db, "ALTER TABLE tasks DROP COLUMN run_at")
+    db_execute(db, "DROP INDEX tasks_rare")
     if is_postgres(db):
         db_execute(db, "UPDATE taskflow_schema SET version = 1")
     else:
@@ -910,6 +918,7 @@ async def test_a_version_1_database_is_migrated_forward(snapshot_target: str):
     async with started(tm2):
         assert {"retried_as", "run_at"} <= set(_task_columns(db))
         assert set(_task_columns(db)) == columns
+        assert _has_index(db, "tasks_rare")
         assert _schema_version(db) == current
         record = await tm2.fetch(task_id)
         assert record is not None and record.to_dict() == before

@@ -454,6 +454,54 @@ async def test_q_matches_id_prefix_name_error_and_tag_values_the_same_everywhere
         assert await found("100%") == set()  # LIKE's wildcards are literal
 
 
+async def test_q_counts_each_match_once_however_many_ways_it_matches(storage_target):
+    """A database counts a search's total in parts (matching functions, rows with an error
+    or tags, id prefixes): a task that matches in several ways must count once, and the
+    total and page must be what a plain walk over every task finds."""
+    tm = TaskManager(snapshot_db=storage_target)
+    rng = random.Random(11)
+    words = ["cafe", "feed", "bad", "ok", "Decaf"]
+
+    def cafe_report(n):
+        if n % 3 == 0:
+            raise RuntimeError(f"{rng.choice(words)} {rng.choice(words)}")
+
+    def send(n):
+        if n % 4 == 0:
+            raise ValueError(rng.choice(words))
+
+    async with started(tm):
+        ids = []
+        for n in range(80):
+            func = cafe_report if n % 2 else send
+            tags = {"k": rng.choice(words)} if n % 5 == 0 else None
+            ids.append(tm.with_options(tags=tags).add_task(func, n))
+        records = [await reaches(tm, task_id) for task_id in ids]
+        await tm.flush()
+
+        def matches(record, needle):
+            return (
+                record.task_id.startswith(needle)
+                or needle in record.func_name.lower()
+                or needle in (record.error or "").lower()
+                or any(needle in value.lower() for value in (record.tags or {}).values())
+            )
+
+        newest_first = sorted(records, key=lambda r: r.created_at, reverse=True)
+        needles = ["cafe", "CAFE", "fe", "de", "d", "a", "bad", "send", "zzz", ids[7][:2]]
+        for needle in needles:
+            for status in (None, "failed"):
+                expected = [
+                    r.task_id
+                    for r in newest_first
+                    if matches(r, needle.lower()) and status in (None, r.status.value)
+                ]
+                got, total = await _query_ids(tm, q=needle, status=status, limit=1000)
+                assert (total, got) == (len(expected), expected), (needle, status)
+                got, total = await _query_ids(tm, q=needle, status=status, limit=3, offset=2)
+                assert (total, got) == (len(expected), expected[2:5]), (needle, status)
+
+
 async def test_counts_never_go_negative_and_always_sum_to_the_total(tmp_path):
     # The stream's refresh raced live counting: a task that moved while the counters were
     # re-read counted down from zero (running -1). Tasks flow while refresh() runs on.
