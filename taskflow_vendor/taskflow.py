@@ -534,6 +534,13 @@ def _found(needle: str, f: tuple[Any, ...], *, name_checked: bool = False) -> bo
     )
 
 
+def _created_key(entry: Any) -> tuple[float, str]:
+    """A kept entry's sort key by creation, as the database orders: created, then id."""
+    if type(entry) is tuple:
+        return _TIMES.unpack_from(entry[_F_TIMES])[0], entry[_F_ID]
+    return entry.created, entry.task_id
+
+
 def _entry_status(entry: Any) -> int:
     """The status index of a kept entry: a live TaskRecord or a frozen tuple."""
     return entry[_F_BITS] & 7 if type(entry) is tuple else _STATUS_INDEX[entry.status]
@@ -691,6 +698,10 @@ class _Store:
         # How many kept records have each status (by _STATUS_INDEX): a page filtered by
         # status alone takes its total from here and stops walking at the page.
         self.kept = [0] * len(_STATUSES)
+        # For a q search (see _indexed_search): how many kept records each function has,
+        # and the ids of kept records with an error or tags, in no particular order.
+        self.kept_names: dict[str, int] = {}
+        self.notable: dict[str, None] = {}
         # Ids of the last 4,096 changes; the last one is change number ``seq``.
         self.changes: deque[str] = deque(maxlen=4096)
         self.watchers: set[asyncio.Event] = set()
@@ -724,6 +735,19 @@ class _Store:
         if stats is None:
             stats = self.funcs[name] = _FuncStats()
         return stats
+
+    def keep(self, task_id: str, entry: TaskRecord | tuple[Any, ...]) -> None:
+        """Store ``entry`` (live record or frozen tuple) as what is kept of ``task_id``."""
+        self.records[task_id] = entry
+        if type(entry) is tuple:
+            rare = entry[_F_RARE]
+            notable = rare is not None and (rare[0] or rare[4])
+        else:
+            notable = entry.error or entry.tags  # type: ignore[union-attr]
+        if notable:
+            self.notable[task_id] = None
+        elif task_id in self.notable:
+            del self.notable[task_id]
 
     def notify(self, record: TaskRecord) -> None:
         """Record that ``record`` changed: mark it for writing and wake listeners."""
@@ -784,6 +808,10 @@ class _Store:
                     return False
             return not timed or in_range(f)
 
+        if sort == "created_at" and needle and not (wanted or func_name or timed):
+            indexed = self._indexed_search(needle, descending, limit, offset)
+            if indexed is not None:
+                return indexed
         candidates: Any = records.values()  # in the order created
         if needle and len(records) > _SEARCH_WINDOW:
             # The database's window: a search looks at the newest _SEARCH_WINDOW tasks
@@ -827,6 +855,53 @@ class _Store:
             page.append(live if isinstance(live, TaskRecord) else f)
         return page, len(rows)
 
+    def _indexed_search(
+        self, needle: str, descending: bool, limit: int, offset: int
+    ) -> tuple[list[TaskRecord | tuple[Any, ...]], int] | None:
+        """``page`` for ``q`` alone, without testing every record: the records of the
+        functions whose name holds the needle are counted from ``kept_names``, and only
+        ``notable`` records (an error or tags) are searched. None when the needle could
+        start an id (ids have no index) or the store is far beyond the search window."""
+        records = self.records
+        excess = len(records) - _SEARCH_WINDOW
+        if not needle.strip("0123456789abcdef-") or excess > _SEARCH_WINDOW:
+            return None
+        hits = {name for name in self.kept_names if needle in name.lower()}
+        extra = set()
+        for task_id in self.notable:
+            entry = records[task_id]
+            f = entry if type(entry) is tuple else _freeze(entry)  # type: ignore[arg-type]
+            if f[_F_NAME] not in hits and _found(needle, f, name_checked=True):
+                extra.add(task_id)
+        total = len(extra) + sum(self.kept_names[name] for name in hits)
+        if excess > 0:
+            # The oldest records are outside the window: taken back out of the count.
+            for task_id, entry in itertools.islice(records.items(), excess):
+                name = entry[_F_NAME] if type(entry) is tuple else entry.func_name  # type: ignore[union-attr]
+                if name in hits or task_id in extra:
+                    total -= 1
+                    extra.discard(task_id)
+        if not hits:  # the matches are the few in extra: ordered as the database orders
+            found = sorted((records[i] for i in extra), key=_created_key, reverse=descending)
+            return found[offset : offset + limit], total
+        # Walked from the newest (or oldest) end within the window, until the page is full.
+        if descending:
+            ordered = itertools.islice(reversed(records.items()), len(records) - max(excess, 0))
+        else:
+            ordered = itertools.islice(records.items(), max(excess, 0), None)
+        page: list[TaskRecord | tuple[Any, ...]] = []
+        skip = offset
+        for task_id, entry in ordered if limit > 0 else ():
+            name = entry[_F_NAME] if type(entry) is tuple else entry.func_name  # type: ignore[union-attr]
+            if name in hits or task_id in extra:
+                if skip:
+                    skip -= 1
+                    continue
+                page.append(entry)
+                if len(page) == limit:
+                    break
+        return page, total
+
     def _search(
         self, needle: str, candidates: Any, descending: bool, limit: int, offset: int
     ) -> tuple[list[TaskRecord | tuple[Any, ...]], int]:
@@ -863,7 +938,7 @@ class _Store:
     def logged(self, record: TaskRecord) -> None:
         """A log line was added to ``record``; a finished one's frozen form is made again."""
         if type(self.records.get(record.task_id)) is tuple:
-            self.records[record.task_id] = _freeze(record)
+            self.keep(record.task_id, _freeze(record))
         self.notify(record)
 
     def add(self, record: TaskRecord, *, counted: bool = False) -> None:
@@ -875,12 +950,15 @@ class _Store:
         previous = self.records.get(record.task_id)
         if previous is not None and previous is not record:
             self.kept[_entry_status(previous)] -= 1
+        else:  # new here (a worker thread may have put it in records already)
+            names = self.kept_names
+            names[record.func_name] = names.get(record.func_name, 0) + 1
         self.kept[_STATUS_INDEX[record.status]] += 1
         if record.status in _FINAL:
-            self.records[record.task_id] = _freeze(record)
+            self.keep(record.task_id, _freeze(record))
             self.finished.append(record.task_id)
         else:
-            self.records[record.task_id] = record
+            self.keep(record.task_id, record)
         self.notify(record)
 
     def move(self, record: TaskRecord, status: TaskStatus) -> None:
@@ -919,7 +997,7 @@ class _Store:
             slot[status is _FAILED] += 1
         task_id = record.task_id
         if task_id in self.records:
-            self.records[task_id] = _freeze(record)
+            self.keep(task_id, _freeze(record))
             finished = self.finished
             finished.append(task_id)
             while len(finished) > self.max_history:
@@ -931,10 +1009,16 @@ class _Store:
         if entry is None:
             return
         self.kept[_entry_status(entry)] -= 1
+        self.notable.pop(task_id, None)
         if type(entry) is tuple:
             key, name, status = _frozen_key(entry), entry[_F_NAME], _frozen_status(entry)
         else:
             key, name, status = entry.idempotency_key, entry.func_name, entry.status
+        names = self.kept_names
+        if names[name] > 1:
+            names[name] -= 1
+        else:
+            del names[name]
         if key and self.idempotency.get(key) == task_id:
             del self.idempotency[key]
             if evicted and self.persistent:
@@ -4198,7 +4282,7 @@ class TaskManager(_Adds):
         record.retried_as = new_id
         store = self._store
         if task_id in store.records:
-            store.records[task_id] = _freeze(record)
+            store.keep(task_id, _freeze(record))
             store.notify(record)
         elif store.persistent:
             store.dirty[task_id] = _freeze(record)

@@ -600,6 +600,83 @@ async def test_a_status_filtered_page_in_memory_counts_exactly_what_is_kept():
         await check()
 
 
+@pytest.mark.parametrize("max_history", [25, 60])
+async def test_a_search_in_memory_finds_what_a_walk_over_every_kept_record_finds(
+    monkeypatch, max_history
+):
+    """Without a database a search counts the records of matching functions from kept
+    counts and looks only at records with an error or tags: as records come, fail, log,
+    are retried, cancelled, evicted and pruned (some from worker threads), its page and
+    total must be a full walk's, within the window (20 here; 60 kept is beyond twice the
+    window, where the full walk itself is used)."""
+    import taskflow
+
+    monkeypatch.setattr(taskflow, "_SEARCH_WINDOW", 20)
+    tm = TaskManager(max_history=max_history)
+    rng = random.Random(5)
+    colours = ["red", "green", "Redwood"]
+    gate = asyncio.Event()
+
+    @tm.task(name="ok_job")
+    async def ok_job():
+        taskflow.task_log(rng.choice(colours))
+
+    @tm.task(name="fail_job")
+    def fail_job():
+        raise ValueError(rng.choice(["nope", "wrong green", "no"]))
+
+    @tm.task(name="wait_job")
+    async def wait_job():
+        await gate.wait()
+
+    def matches(record, needle):
+        return (
+            record.task_id.startswith(needle)
+            or needle in record.func_name.lower()
+            or needle in (record.error or "").lower()
+            or any(needle in value.lower() for value in (record.tags or {}).values())
+        )
+
+    async def check():
+        kept = [tm.get(i) for i in reversed(list(tm._store.records))][:20]
+        for needle in ["ok", "job", "nope", "green", "red", "re", "wait", "zz", "e"]:
+            expected = [r.task_id for r in kept if matches(r, needle)]
+            got, total = await _query_ids(tm, q=needle.upper(), limit=4, offset=1)
+            assert (got, total) == (expected[1:5], len(expected)), needle
+            got, total = await _query_ids(tm, q=needle, sort="created_at", limit=100)
+            assert (got, total) == (expected[::-1], len(expected)), needle
+
+    def tagged():
+        return {"colour": rng.choice(colours)} if rng.random() < 0.4 else None
+
+    async with started(tm):
+        waiting = [tm.with_options(tags={"colour": "Redwood"}).add_task(wait_job)]
+        waiting += [tm.add_task(wait_job) for _ in range(2)]
+        for step in range(240):
+            roll = rng.random()
+            if roll < 0.45:
+                await reaches(tm, tm.with_options(tags=tagged()).add_task(ok_job))
+            elif roll < 0.65:
+                await reaches(tm, await asyncio.to_thread(tm.add_task, fail_job))
+            elif roll < 0.75:
+                tm.cancel(tm.with_options(tags=tagged()).add_task(ok_job))
+            elif roll < 0.85:
+                failed, _ = await tm.query(status="failed", limit=1)
+                if failed:
+                    await reaches(tm, await tm.retry(failed[0].task_id))
+            elif roll < 0.9:
+                await tm.prune(older_than=timedelta(seconds=0.05))
+            else:
+                await asyncio.sleep(0.001)
+            if step % 20 == 0:
+                await check()
+        await check()
+        gate.set()
+        for task_id in waiting:
+            await reaches(tm, task_id)
+        await check()
+
+
 async def test_q_searches_the_newest_window_of_tasks_within_since_and_until(
     storage_target, monkeypatch
 ):
