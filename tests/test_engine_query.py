@@ -61,6 +61,17 @@ async def _populate(tm: TaskManager) -> dict[str, list[str]]:
     return ids
 
 
+def _q_matches(record, needle: str) -> bool:
+    """What ``q=needle`` (lower-case) finds, written out plainly: an id prefix, or part of
+    the function name, the error or a tag value."""
+    return (
+        record.task_id.startswith(needle)
+        or needle in record.func_name.lower()
+        or needle in (record.error or "").lower()
+        or any(needle in value.lower() for value in (record.tags or {}).values())
+    )
+
+
 async def _query_ids(tm: TaskManager, **filters) -> tuple[list[str], int]:
     page, total = await tm.query(**filters)
     return [r.task_id for r in page], total
@@ -479,14 +490,6 @@ async def test_q_counts_each_match_once_however_many_ways_it_matches(storage_tar
         records = [await reaches(tm, task_id) for task_id in ids]
         await tm.flush()
 
-        def matches(record, needle):
-            return (
-                record.task_id.startswith(needle)
-                or needle in record.func_name.lower()
-                or needle in (record.error or "").lower()
-                or any(needle in value.lower() for value in (record.tags or {}).values())
-            )
-
         newest_first = sorted(records, key=lambda r: r.created_at, reverse=True)
         needles = ["cafe", "CAFE", "fe", "de", "d", "a", "bad", "send", "zzz", ids[7][:2]]
         for needle in needles:
@@ -494,7 +497,7 @@ async def test_q_counts_each_match_once_however_many_ways_it_matches(storage_tar
                 expected = [
                     r.task_id
                     for r in newest_first
-                    if matches(r, needle.lower()) and status in (None, r.status.value)
+                    if _q_matches(r, needle.lower()) and status in (None, r.status.value)
                 ]
                 got, total = await _query_ids(tm, q=needle, status=status, limit=1000)
                 assert (total, got) == (len(expected), expected), (needle, status)
@@ -629,18 +632,10 @@ async def test_a_search_in_memory_finds_what_a_walk_over_every_kept_record_finds
     async def wait_job():
         await gate.wait()
 
-    def matches(record, needle):
-        return (
-            record.task_id.startswith(needle)
-            or needle in record.func_name.lower()
-            or needle in (record.error or "").lower()
-            or any(needle in value.lower() for value in (record.tags or {}).values())
-        )
-
     async def check():
         kept = [tm.get(i) for i in reversed(list(tm._store.records))][:20]
         for needle in ["ok", "job", "nope", "green", "red", "re", "wait", "zz", "e"]:
-            expected = [r.task_id for r in kept if matches(r, needle)]
+            expected = [r.task_id for r in kept if _q_matches(r, needle)]
             got, total = await _query_ids(tm, q=needle.upper(), limit=4, offset=1)
             assert (got, total) == (expected[1:5], len(expected)), needle
             got, total = await _query_ids(tm, q=needle, sort="created_at", limit=100)

@@ -1669,18 +1669,18 @@ class _Storage:
         for sql, value in in_range:
             clauses.append(sql)
             params.append(value)
+        head, head_params = "", []
         if q:
-            # The window: created at or after the _SEARCH_WINDOW-th newest task in range,
-            # read once here (the page and its count would each read it again).
-            oldest = await self.scalar(
-                "SELECT created_at FROM tasks"
+            # The window: created at or after the _SEARCH_WINDOW-th newest task in range
+            # (any task when there are fewer), read once by a CTE that the page and each
+            # part of its count use.
+            head = (
+                "WITH search_window AS (SELECT coalesce((SELECT created_at FROM tasks"
                 + (" WHERE " + " AND ".join(sql for sql, _ in in_range) if in_range else "")
-                + f" ORDER BY created_at DESC LIMIT 1 OFFSET {_SEARCH_WINDOW - 1}",
-                [value for _, value in in_range],
+                + f" ORDER BY created_at DESC LIMIT 1 OFFSET {_SEARCH_WINDOW - 1}), 0) AS oldest) "
             )
-            if oldest is not None:
-                clauses.append("created_at >= ?")
-                params.append(oldest)
+            head_params = [value for _, value in in_range]
+            clauses.append("created_at >= (SELECT oldest FROM search_window)")
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         count_params = params
         if not q:
@@ -1731,11 +1731,11 @@ class _Storage:
         order = f"{sort} {direction}{nulls}, created_at {direction}, task_id {direction}"
         # The total rides along as an extra column: one round trip.
         rows = await self.fetch(
-            f"SELECT {_BRIEF_COLUMNS if brief else _COLUMNS}, ({count}) FROM tasks{where} "
+            f"{head}SELECT {_BRIEF_COLUMNS if brief else _COLUMNS}, ({count}) FROM tasks{where} "
             f"ORDER BY {order} LIMIT ? OFFSET ?",
-            (*count_params, *params, limit, offset),
+            (*head_params, *count_params, *params, limit, offset),
         )
-        total = rows[0][-1] if rows else await self.scalar(count, count_params)
+        total = rows[0][-1] if rows else await self.scalar(head + count, head_params + count_params)
         if brief:
             page = [_brief_dict(*r[:8], json.loads(r[8]) if r[8] else {}, *r[9:13]) for r in rows]
         else:
