@@ -583,6 +583,57 @@ async def http_load(client, path, total, conc, deadline):
     return done, errors
 
 
+class LoopWatch:
+    """What stalls the event loop during a measured run: the longest lateness of a 2 ms
+    sleeper on the loop (any callback, the collector or a maintenance turn that holds the
+    loop shows here), how many wake-ups came 10 ms late or more (a saturated server's loop
+    turn takes a few ms; issue 15 saw stalls of 15-40 ms), and the collector's longest
+    pause (gc.callbacks). The sleeper costs both implementations the same."""
+
+    STALL_MS = 10.0
+
+    def __init__(self):
+        self.max_lag = 0.0
+        self.stalls = 0
+        self.gc_max = 0.0
+        self.gc_full = 0
+        self._gc_start = None
+        self._task = None
+
+    def _on_gc(self, phase, info):
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif self._gc_start is not None:
+            self.gc_max = max(self.gc_max, time.perf_counter() - self._gc_start)
+            self.gc_full += info.get("generation") == 2
+
+    async def _watch(self):
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.002)
+            lag = (time.perf_counter() - t0 - 0.002) * 1000
+            self.max_lag = max(self.max_lag, lag)
+            self.stalls += lag >= self.STALL_MS
+
+    def __enter__(self):
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._on_gc)
+        self._task.cancel()
+        return False
+
+    def figures(self):
+        return {
+            "max_stall_ms": self.max_lag,
+            "stalls": self.stalls,
+            "gc_max_ms": self.gc_max * 1000,
+            "gc_full": self.gc_full,
+        }
+
+
 class Profile:
     """pyinstrument around the measured phase when --profile is given (text report to results/)."""
 
@@ -831,9 +882,10 @@ async def sc_uvicorn(args, problems, sse_clients=0):
             if not line.startswith(b"READY"):
                 problems.append(f"SSE clients did not connect: {line[:200]!r}")
             await asyncio.sleep(0.5)
-        with Profile(args):
+        with Profile(args), LoopWatch() as watch:
             figures, text = await measured()
         result.update(figures)
+        result.update(watch.figures())
         if not sse_clients:
             # Then a paced run on the store the saturated run filled: the tail latency
             # without the queueing that only mirrors throughput at saturation.
