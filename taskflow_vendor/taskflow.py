@@ -1015,10 +1015,11 @@ class _Store:
         else:
             key, name, status = entry.idempotency_key, entry.func_name, entry.status
         names = self.kept_names
-        if names[name] > 1:
-            names[name] -= 1
+        left = names.get(name, 0) - 1  # 0 when a worker thread's add has not reached the loop
+        if left > 0:
+            names[name] = left
         else:
-            del names[name]
+            names.pop(name, None)
         if key and self.idempotency.get(key) == task_id:
             del self.idempotency[key]
             if evicted and self.persistent:
