@@ -998,6 +998,30 @@ async def sse_clients_main(args):
     print(json.dumps(stats), flush=True)
 
 
+async def add_all_and_drain(args, impl, n, problems, written):
+    """drain and pg_drain: add n no-op tasks outside a request at once, wait until they ran
+    and are final, then await ``written()`` (a shutdown or a flush: what stores them). Seconds
+    from the first add to the last add, to all final, to written; and what written() gave."""
+    ids = []
+    with Profile(args):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ids.append(impl.add(noop_async))
+        enqueued = time.perf_counter() - t0
+        ran = await wait_until(lambda: C.n >= n, DEADLINE)
+        final = await wait_final(impl, ids, 30)
+        t_final = time.perf_counter() - t0
+        outcome = await written()
+        elapsed = time.perf_counter() - t0
+    if not ran or C.n != n:
+        problems.append(f"executed {C.n}/{n} tasks within the time bound")
+    if not final:
+        problems.append("not all tasks reached a final status")
+    if impl.tracked:
+        check_bad_ids(ids, problems)
+    return enqueued, t_final, elapsed, outcome
+
+
 async def sc_drain(args, problems):
     """Enqueue N tasks outside a request at once; time until all final and flushed (shutdown)."""
     n = size("drain_n", args.quick)
@@ -1006,25 +1030,7 @@ async def sc_drain(args, problems):
     impl = IMPLS[args.impl](snapshot_db=str(db))
     impl.register(noop_async)
     await impl.startup()
-    ids = []
-    with Profile(args):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            ids.append(impl.add(noop_async))
-        enqueued = time.perf_counter() - t0
-        ran = await wait_until(lambda: C.n >= n, DEADLINE)
-        final = await wait_until(
-            lambda: all(impl.status(i) in FINAL for i in ids[-100:]), 30, 0.005
-        )
-        if impl.tracked:
-            final = await wait_until(lambda: all(impl.status(i) in FINAL for i in ids), 30, 0.02)
-        t_final = time.perf_counter() - t0
-        await impl.shutdown()
-        elapsed = time.perf_counter() - t0
-    if not ran or C.n != n:
-        problems.append(f"executed {C.n}/{n} tasks within the time bound")
-    if not final:
-        problems.append("not all tasks reached a final status")
+    enqueued, t_final, elapsed, _ = await add_all_and_drain(args, impl, n, problems, impl.shutdown)
     result = {
         "tasks_per_s": n / elapsed,
         "tasks": n,
@@ -1033,7 +1039,6 @@ async def sc_drain(args, problems):
         "flushed_s": elapsed,
     }
     if impl.tracked:
-        check_bad_ids(ids, problems)
         flushed = await impl.history_count(db, status="success")
         result["flushed"] = flushed
         if flushed != n:
@@ -1084,24 +1089,12 @@ async def sc_drain_written(args, problems):
     impl = IMPLS[args.impl](**({"snapshot_db": target} if target else {}))
     impl.register(noop_async)
     await impl.startup()
-    ids = []
-    with Profile(args):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            ids.append(impl.add(noop_async))
-        enqueued = time.perf_counter() - t0
-        ran = await wait_until(lambda: C.n >= n, DEADLINE)
-        final = await wait_final(impl, ids, 30)
-        t_final = time.perf_counter() - t0
-        written = await impl.flush()
-        elapsed = time.perf_counter() - t0
+    enqueued, t_final, elapsed, written = await add_all_and_drain(
+        args, impl, n, problems, impl.flush
+    )
     t1 = time.perf_counter()
     await impl.shutdown()
     shutdown_s = time.perf_counter() - t1
-    if not ran or C.n != n:
-        problems.append(f"executed {C.n}/{n} tasks within the time bound")
-    if not final:
-        problems.append("not all tasks reached a final status")
     result = {
         "tasks_per_s": n / elapsed,
         "final_per_s": n / t_final,
@@ -1114,7 +1107,6 @@ async def sc_drain_written(args, problems):
         "backend": "sqlite" if args.sqlite else "postgresql",
     }
     if impl.tracked:
-        check_bad_ids(ids, problems)
         stored = await impl.history_count(target, status="success")
         result["stored"] = stored
         if stored != n:
