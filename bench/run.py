@@ -581,74 +581,52 @@ def ours_status():
     return True, ""
 
 
+def probe_python(code):
+    """Run ``code`` in this Python (a fresh interpreter): what it printed, or None if it failed."""
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return probe.stdout.strip() if probe.returncode == 0 else None
+
+
 def peer_status():
-    probe = subprocess.run(
-        [sys.executable, "-c", "import fastapi_taskflow; print(fastapi_taskflow.__version__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if probe.returncode != 0:
+    version = probe_python("import fastapi_taskflow; print(fastapi_taskflow.__version__)")
+    if version is None:
         return False, "not installed: pip install -r bench/requirements.txt", None
-    return True, "", probe.stdout.strip()
+    return True, "", version
 
 
 def procrastinate_status():
     """(available, reason, version): procrastinate and psycopg 3 import."""
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import procrastinate, psycopg; print(procrastinate.__version__)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if probe.returncode != 0:
+    version = probe_python("import procrastinate, psycopg; print(procrastinate.__version__)")
+    if version is None:
         return False, "not installed: pip install -r bench/requirements.txt", None
-    return True, "", probe.stdout.strip()
+    return True, "", version
 
 
 def arq_status():
     """(available, reason, version): arq imports and Debian's redis-server is on PATH."""
-    probe = subprocess.run(
-        [sys.executable, "-c", "import arq.version, redis; print(arq.version.VERSION)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if probe.returncode != 0:
+    version = probe_python("import arq.version, redis; print(arq.version.VERSION)")
+    if version is None:
         return False, "arq not installed: pip install -r bench/requirements.txt", None
     server = shutil.which("redis-server")
     if server is None:
         return False, "no redis-server (apt-get install redis-server)", None
     out = subprocess.run([server, "--version"], capture_output=True, text=True, timeout=30)
     match = re.search(r"v=(\S+)", out.stdout)
-    return True, "", f"{probe.stdout.strip()}, Redis {match.group(1) if match else '?'}"
+    return True, "", f"{version}, Redis {match.group(1) if match else '?'}"
 
 
 def browser_status():
     """(available, reason): Chromium where the browser tests expect it, and Playwright."""
     if not Path(CHROMIUM).exists():
         return False, f"no {CHROMIUM} (apt-get install chromium)"
-    probe = subprocess.run(
-        [sys.executable, "-c", "import playwright.async_api"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if probe.returncode != 0:
+    if probe_python("import playwright.async_api") is None:
         return False, "playwright not installed: pip install -r requirements-dev.txt"
     return True, ""
 
 
 def peer_pg_status():
     """The peer's PostgresBackend needs psycopg2."""
-    probe = subprocess.run(
-        [sys.executable, "-c", "import psycopg2"], capture_output=True, text=True, timeout=60
-    )
-    return probe.returncode == 0
+    return probe_python("import psycopg2") is not None
 
 
 class PgRuns:
