@@ -14,13 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from apps.proxy_support import ProxyServer, run_listening
 
 DOCS_UPSTREAM = "127.0.0.1:8000"
 
@@ -64,40 +62,10 @@ http://127.0.0.1:{port} {{
 """
 
 
-@dataclass
-class Caddy:
-    url: str
-    port: int
-    process: subprocess.Popen
-    directory: Path
+class Caddy(ProxyServer):
+    """A running Caddy: ``error_log`` is its log's text (it has no access log)."""
 
-    @property
-    def error_log(self) -> str:
-        path = self.directory / "caddy.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
+    ERROR_LOG = "caddy.log"
 
 
 @contextlib.contextmanager
@@ -115,27 +83,17 @@ def run_caddy(
         "XDG_DATA_HOME": str(directory / "xdg-data"),
         "XDG_CONFIG_HOME": str(directory / "xdg-config"),
     }
-    last_error = ""
-    for _attempt in range(5):
-        port = _free_port()
+
+    def start(port: int) -> subprocess.Popen:
         caddyfile.write_text(render_caddyfile(directory, port, body))
         with open(directory / "caddy.log", "wb") as out:
             cmd = [binary, "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + ready_timeout
-        while proc.poll() is None and not _listening(port):
-            if time.monotonic() > deadline:
-                _stop(proc)
-                raise CaddyUnavailable(f"caddy did not listen in {ready_timeout}s")
-            time.sleep(0.02)
-        if proc.poll() is None:
-            server = Caddy(f"http://127.0.0.1:{port}", port, proc, directory)
-            try:
-                yield server
-            finally:
-                _stop(proc)
-            return
-        last_error = (directory / "caddy.log").read_text(errors="replace")
-        if "address already in use" not in last_error:
-            break
-    raise CaddyUnavailable(f"caddy failed to start:\n{last_error}")
+            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def output() -> str:
+        return (directory / "caddy.log").read_text(errors="replace")
+
+    with run_listening(
+        "caddy", start, output, "address already in use", CaddyUnavailable, ready_timeout
+    ) as (port, proc):
+        yield Caddy(f"http://127.0.0.1:{port}", port, proc, directory)

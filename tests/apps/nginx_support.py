@@ -20,13 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from apps.proxy_support import ProxyServer, run_listening
 
 DOCS_UPSTREAM = "127.0.0.1:8000"
 
@@ -122,46 +120,14 @@ http {{
 """
 
 
-@dataclass
-class Nginx:
-    url: str  # http://127.0.0.1:<port>, no trailing slash
-    port: int
-    process: subprocess.Popen
-    directory: Path
+class Nginx(ProxyServer):
+    """A running nginx: ``error_log`` and ``access_log`` are its logs' text."""
 
-    @property
-    def error_log(self) -> str:
-        path = self.directory / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    ERROR_LOG = "error.log"
 
     @property
     def access_log(self) -> str:
-        path = self.directory / "access.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    # Fast shutdown: a graceful one (SIGQUIT) would wait for open event streams.
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
+        return self.read("access.log")
 
 
 @contextlib.contextmanager
@@ -177,9 +143,8 @@ def run_nginx(
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "nginx.conf"
     server_body = locations(block, upstream_port)
-    last_error = ""
-    for _attempt in range(5):
-        port = _free_port()
+
+    def start(port: int) -> subprocess.Popen:
         conf.write_text(render_config(directory, port, server_body))
         with open(directory / "nginx.out", "wb") as out:
             cmd = [
@@ -191,22 +156,15 @@ def run_nginx(
                 "-e",
                 str(directory / "error.log"),
             ]
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + ready_timeout
-        while proc.poll() is None and not _listening(port):
-            if time.monotonic() > deadline:
-                _stop(proc)
-                raise NginxUnavailable(f"nginx did not listen in {ready_timeout}s")
-            time.sleep(0.02)
-        if proc.poll() is None:
-            server = Nginx(f"http://127.0.0.1:{port}", port, proc, directory)
-            try:
-                yield server
-            finally:
-                _stop(proc)
-            return
-        last_error = (directory / "nginx.out").read_text(errors="replace")
-        last_error += (directory / "error.log").read_text(errors="replace")
-        if "Address already in use" not in last_error:
-            break
-    raise NginxUnavailable(f"nginx failed to start:\n{last_error}")
+            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+    def output() -> str:
+        text = (directory / "nginx.out").read_text(errors="replace")
+        return text + (directory / "error.log").read_text(errors="replace")
+
+    # SIGTERM at the end: a fast shutdown; a graceful one (SIGQUIT) would wait for open
+    # event streams.
+    with run_listening(
+        "nginx", start, output, "Address already in use", NginxUnavailable, ready_timeout
+    ) as (port, proc):
+        yield Nginx(f"http://127.0.0.1:{port}", port, proc, directory)
