@@ -18,14 +18,13 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from apps.process_support import free_port, stop_process, wait_http_ready
 
 DOCS_TARGET = "127.0.0.1:8000"
 DOCS_TOKEN_FILE = "/etc/prometheus/taskflow-token"
@@ -66,12 +65,6 @@ def find(name: str) -> str | None:
     return candidate if candidate and os.access(candidate, os.X_OK) else None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Prometheus:
     url: str
@@ -95,7 +88,7 @@ def run_prometheus(
         raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "prometheus.yml").write_text(config)
-    port = _free_port()
+    port = free_port()
     log = directory / "prometheus.log"
     cmd = [
         binary,
@@ -108,22 +101,7 @@ def run_prometheus(
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     server = Prometheus(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {proc.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.url}/-/ready", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready in {ready_timeout}s:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_http_ready(proc, f"{server.url}/-/ready", "prometheus", log, ready_timeout, 0.1)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, signal.SIGTERM, timeout=10)
