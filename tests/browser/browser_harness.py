@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from apps.process_support import stop_process, wait_http_ready
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
@@ -27,6 +27,19 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 BASE_PATH = "/tasks"
+
+
+@contextlib.contextmanager
+def signed_in(client: httpx.Client, username: str, password: str) -> Iterator[httpx.Client]:
+    """``client``, logged in through the login form; closed when the block ends.
+
+    Not a browser (no Origin, no Sec-Fetch-*), so it needs no CSRF token.
+    """
+    with client:
+        form = {"username": username, "password": password}
+        r = client.post(f"{BASE_PATH}/auth/login", data=form)
+        assert r.status_code == 303, (r.status_code, r.text[:300])
+        yield client
 
 
 @dataclass
@@ -42,22 +55,38 @@ class Server:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10.0)
 
-    @contextlib.contextmanager
-    def admin_client(self, username: str, password: str) -> Iterator[httpx.Client]:
+    def admin_client(
+        self, username: str, password: str
+    ) -> contextlib.AbstractContextManager[httpx.Client]:
         """An httpx client logged in through the form (a non-browser client needs no CSRF)."""
-        with self.client() as client:
-            form = {"username": username, "password": password}
-            r = client.post(f"{BASE_PATH}/auth/login", data=form)
-            assert r.status_code == 303, (r.status_code, r.text[:300])
-            yield client
+        return signed_in(self.client(), username, password)
+
+
+@dataclass
+class Upstream:
+    """A uvicorn process that ``serve_app`` started."""
+
+    url: str  # http://127.0.0.1:<port>
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
 
 
 @contextlib.contextmanager
-def serve(
-    log_dir: Path, ready_timeout: float = 20.0, env: dict[str, str] | None = None
-) -> Iterator[Server]:
-    """Run ``uvicorn dashboard_app:app`` on a free 127.0.0.1 port until the block ends.
+def serve_app(
+    app: str,
+    log_dir: Path,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    ready: str = "/demo/ready",
+    ready_timeout: float = 20.0,
+) -> Iterator[Upstream]:
+    """Run ``uvicorn APP ARGS`` (APP from tests/browser) on a free 127.0.0.1 port.
 
+    Yields once ``GET ready`` answers 200; the block's end stops it (SIGINT, then SIGKILL).
     ``env`` adds environment variables for the server (dashboard_app reads a few).
 
     The listening socket is bound here (port 0) and handed to uvicorn with ``--fd``, so no
@@ -68,39 +97,33 @@ def serve(
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
+    log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "uvicorn.log"
     cmd = [
-        sys.executable, "-m", "uvicorn", "dashboard_app:app", "--app-dir", str(HERE),
+        sys.executable, "-m", "uvicorn", app, "--app-dir", str(HERE),
         "--fd", str(sock.fileno()), "--log-level", "info", "--no-access-log",
-        "--timeout-graceful-shutdown", "2",
+        "--timeout-graceful-shutdown", "2", *args,
     ]  # fmt: skip
     environ = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()],
                                 env=environ)  # fmt: skip
     sock.close()  # the child holds its own copy
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    upstream = Upstream(f"http://127.0.0.1:{port}", port, proc, log)
     try:
-        deadline = time.monotonic() + ready_timeout
-        with server.client() as client:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"uvicorn exited with {proc.returncode}:\n{log.read_text()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/demo/ready", timeout=1.0).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn not ready in {ready_timeout}s:\n{log.read_text()}")
-                time.sleep(0.05)
-        yield server
+        wait_http_ready(proc, f"{upstream.url}{ready}", "uvicorn", log, ready_timeout, 0.05)
+        yield upstream
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=8)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, signal.SIGINT, timeout=8)
+
+
+@contextlib.contextmanager
+def serve(
+    log_dir: Path, ready_timeout: float = 20.0, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Run ``uvicorn dashboard_app:app`` (``serve_app``) until the block ends."""
+    with serve_app("dashboard_app:app", log_dir, env=env, ready_timeout=ready_timeout) as up:
+        yield Server(up.url, up.process, up.log)
 
 
 @dataclass

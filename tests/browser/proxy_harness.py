@@ -16,12 +16,6 @@ differs from whatever Host the app sees, which is what these set-ups are about.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +33,7 @@ from apps.nginx_support import (
     find_nginx,
     run_nginx,
 )
-from browser_harness import BASE_PATH
-
-HERE = Path(__file__).resolve().parent
+from browser_harness import BASE_PATH, Upstream, serve_app, signed_in
 
 
 @dataclass(frozen=True)
@@ -78,68 +70,6 @@ SETUPS = {
     ),
 }
 UNAVAILABLE = (NginxUnavailable, CaddyUnavailable)
-
-
-@dataclass
-class Upstream:
-    url: str  # http://127.0.0.1:<port>
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def serve_app(
-    app: str,
-    log_dir: Path,
-    args: tuple[str, ...] = (),
-    env: dict[str, str] | None = None,
-    ready: str = "/demo/ready",
-    ready_timeout: float = 20.0,
-) -> Iterator[Upstream]:
-    """``uvicorn APP`` on a socket bound here (``--fd``), like browser_harness.serve."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / "uvicorn.log"
-    cmd = [
-        sys.executable, "-m", "uvicorn", app, "--app-dir", str(HERE),
-        "--fd", str(sock.fileno()), "--log-level", "info", "--no-access-log",
-        "--timeout-graceful-shutdown", "2", *args,
-    ]  # fmt: skip
-    environ = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()],
-                                env=environ)  # fmt: skip
-    sock.close()
-    upstream = Upstream(f"http://127.0.0.1:{port}", port, proc, log)
-    try:
-        deadline = time.monotonic() + ready_timeout
-        with httpx.Client(base_url=upstream.url, timeout=2.0) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"uvicorn exited with {proc.returncode}:\n{upstream.text()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(ready, timeout=1.0).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn not ready in {ready_timeout}s:\n{upstream.text()}")
-                time.sleep(0.05)
-        yield upstream
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=8)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 @dataclass
@@ -181,14 +111,11 @@ class Deployment:
             r.raise_for_status()
             return r.json()
 
-    @contextlib.contextmanager
-    def admin_client(self, username: str, password: str) -> Iterator[httpx.Client]:
+    def admin_client(
+        self, username: str, password: str
+    ) -> contextlib.AbstractContextManager[httpx.Client]:
         """Logged in through the proxy (no Origin, no Sec-Fetch-*: not a browser, no CSRF)."""
-        with self.client() as client:
-            form = {"username": username, "password": password}
-            r = client.post(f"{BASE_PATH}/auth/login", data=form)
-            assert r.status_code == 303, (r.status_code, r.text[:300])
-            yield client
+        return signed_in(self.client(), username, password)
 
     def logs(self) -> str:
         return (

@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This folder (browser_harness, dashboard_app) and tests/ (apps/, which the harness uses).
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from browser_harness import (  # noqa: E402
     BASE_PATH,
