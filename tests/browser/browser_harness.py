@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 BASE_PATH = "/tasks"
+FINAL = ("success", "failed", "interrupted", "cancelled")  # a task in these is done
 
 
 @contextlib.contextmanager
@@ -176,3 +178,38 @@ def log_in(page, server: Server, username: str = "admin", password: str = "secre
     page.click("button[type=submit]")
     expect(page).to_have_url(server.dashboard)
     expect(page.locator("#live")).to_have_text("Live")
+
+
+# --------------------------------------------------------------------------- test helpers
+
+
+def expect(*args, **kwargs):
+    """Playwright's ``expect``, imported when first called, not when the module is."""
+    from playwright.sync_api import expect as _expect
+
+    return _expect(*args, **kwargs)
+
+
+def row(page, task_id: str):
+    """The dashboard's table row of ``task_id`` (a locator)."""
+    return page.locator(f'tr[data-task-id="{task_id}"]')
+
+
+def enqueue(server: Server, kind: str, **params) -> str:
+    """Start a task with dashboard_app's ``POST /demo/<kind>`` (httpx): its task id."""
+    with server.client() as client:
+        r = client.post(f"/demo/{kind}", params=params)
+        r.raise_for_status()
+        return r.json()["task_id"]
+
+
+def wait_final(admin, task_id: str, timeout: float = 10.0) -> dict:
+    """Ask the admin API (``admin``, a logged-in client) until ``task_id`` is FINAL: the task."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = admin.get(f"{BASE_PATH}/{task_id}")
+        r.raise_for_status()
+        if r.json()["status"] in FINAL:
+            return r.json()
+        assert time.monotonic() < deadline, f"{task_id} not finished in {timeout}s"
+        time.sleep(0.05)

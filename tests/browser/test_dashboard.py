@@ -10,27 +10,10 @@ import re
 import uuid
 
 import pytest
-from browser_harness import BASE_PATH, PageLog, Server, log_in
+from browser_harness import BASE_PATH, PageLog, Server, enqueue, expect, log_in, row
 from dashboard_app import TITLE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def expect(*args, **kwargs):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(*args, **kwargs)
-
-
-def row(page, task_id: str):
-    return page.locator(f'tr[data-task-id="{task_id}"]')
-
-
-def enqueue(server: Server, kind: str, **params) -> str:
-    with server.client() as client:
-        r = client.post(f"/demo/{kind}", params=params)
-        r.raise_for_status()
-        return r.json()["task_id"]
 
 
 def task(admin, task_id: str) -> dict:

@@ -5,17 +5,15 @@ The module has its own uvicorn: its first test needs a server where nothing has 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from browser_harness import BASE_PATH, PageLog, Server, serve
+from browser_harness import BASE_PATH, PageLog, Server, enqueue, expect, row, serve, wait_final
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 MAX_HISTORY = 5
-FINAL = ("success", "failed", "interrupted", "cancelled")
 
 
 @pytest.fixture(scope="module")
@@ -23,34 +21,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"TASKFLOW_DEMO_MAX_HISTORY": str(MAX_HISTORY)}
     with serve(tmp_path_factory.mktemp("uvicorn"), env=env) as srv:
         yield srv
-
-
-def expect(*args, **kwargs):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(*args, **kwargs)
-
-
-def row(page, task_id: str):
-    return page.locator(f'tr[data-task-id="{task_id}"]')
-
-
-def enqueue(server: Server, kind: str, **params) -> str:
-    with server.client() as client:
-        r = client.post(f"/demo/{kind}", params=params)
-        r.raise_for_status()
-        return r.json()["task_id"]
-
-
-def wait_final(admin, task_id: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = admin.get(f"{BASE_PATH}/{task_id}")
-        r.raise_for_status()
-        if r.json()["status"] in FINAL:
-            return r.json()
-        assert time.monotonic() < deadline, f"{task_id} not finished in {timeout}s"
-        time.sleep(0.05)
 
 
 def test_cancelled_is_no_error_and_no_rate_before_anything_finished(

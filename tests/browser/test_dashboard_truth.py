@@ -10,39 +10,9 @@ import time
 import uuid
 
 import pytest
-from browser_harness import BASE_PATH, PageLog, Server
+from browser_harness import BASE_PATH, FINAL, PageLog, Server, enqueue, expect, row, wait_final
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-FINAL = ("success", "failed", "interrupted", "cancelled")
-
-
-def expect(*args, **kwargs):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(*args, **kwargs)
-
-
-def row(page, task_id: str):
-    return page.locator(f'tr[data-task-id="{task_id}"]')
-
-
-def enqueue(server: Server, kind: str, **params) -> str:
-    with server.client() as client:
-        r = client.post(f"/demo/{kind}", params=params)
-        r.raise_for_status()
-        return r.json()["task_id"]
-
-
-def wait_final(admin, task_id: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = admin.get(f"{BASE_PATH}/{task_id}")
-        r.raise_for_status()
-        if r.json()["status"] in FINAL:
-            return r.json()
-        assert time.monotonic() < deadline, f"{task_id} not finished in {timeout}s"
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- search
