@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_harness import Server, log_in, serve
+from browser_harness import Server, expect, log_in, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -41,12 +41,6 @@ RUN_AXE = """async () => {
     })),
   }));
 }"""
-
-
-def expect(*args, **kwargs):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")

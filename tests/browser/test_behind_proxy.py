@@ -27,19 +27,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from apps.nginx_support import PLAIN
-from browser_harness import BASE_PATH, PageLog
+from browser_harness import BASE_PATH, PageLog, expect, row
 from dashboard_app import PASSWORD, USERNAME
 from proxy_harness import SETUPS, UNAVAILABLE, Deployment, Setup, deploy, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 EVIL = "http://evil.example"
-
-
-def expect(*args, **kwargs):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(*args, **kwargs)
 
 
 def need_proxy(setup: Setup) -> None:
@@ -111,10 +105,6 @@ def log_in(page, d: Deployment) -> None:
     page.click("button[type=submit]")
     expect(page).to_have_url(d.dashboard)
     expect(page.locator("#live")).to_have_text("Live")
-
-
-def row(page, task_id: str):
-    return page.locator(f'tr[data-task-id="{task_id}"]')
 
 
 @contextlib.contextmanager

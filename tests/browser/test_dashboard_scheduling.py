@@ -14,17 +14,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from browser_harness import BASE_PATH, PageLog, Server, serve
+from browser_harness import BASE_PATH, PageLog, Server, expect, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCHEDULING = {"TASKFLOW_DEMO_SCHEDULES": "1", "TASKFLOW_DEMO_QUEUES": "1"}
-
-
-def expect(*args, **kwargs):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
