@@ -16,7 +16,8 @@ import os
 import time
 
 from fastapi import Depends, FastAPI
-from taskflow import TaskManager, get_task_context
+from run_marks import mark, wait_for_file
+from taskflow import TaskManager
 
 DB = os.environ["TASKFLOW_TEST_DB"]
 RAN = os.environ["TASKFLOW_TEST_RAN"]
@@ -36,13 +37,7 @@ task_manager.init_app(app)
 
 
 def _mark(event: str) -> None:
-    context = get_task_context()
-    line = f"{event} {context.task_id} {os.getpid()}\n".encode()
-    fd = os.open(RAN, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    mark(RAN, event, os.getpid())
 
 
 @task_manager.task(persist=True)
@@ -65,8 +60,7 @@ def sync_fast(n: int) -> int:
 async def gated(n: int) -> int:
     """Starts, then waits until the file TASKFLOW_TEST_GATE exists."""
     _mark("start")
-    while not os.path.exists(GATE):
-        await asyncio.sleep(0.01)
+    await wait_for_file(GATE)
     _mark("done")
     return n
 

@@ -17,7 +17,8 @@ import os
 import socket
 
 from fastapi import Depends, FastAPI
-from taskflow import TaskAdmin, TaskManager, get_task_context
+from run_marks import mark, wait_for_file
+from taskflow import TaskAdmin, TaskManager
 
 RAN = os.environ["TASKFLOW_TEST_RAN"]
 GATE = os.environ["TASKFLOW_TEST_GATE"]
@@ -35,13 +36,7 @@ TaskAdmin(app, task_manager)  # poll_interval 30 s: live views come from NOTIFY
 
 
 def _mark(event: str) -> None:
-    context = get_task_context()
-    line = f"{event} {context.task_id} {socket.gethostname()} {os.getpid()}\n".encode()
-    fd = os.open(RAN, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    mark(RAN, event, socket.gethostname(), os.getpid())
 
 
 @task_manager.task(persist=True)
@@ -64,8 +59,7 @@ async def plain(n: int) -> int:
 async def gated(n: int) -> int:
     """Starts, then waits until the file TASKFLOW_TEST_GATE exists."""
     _mark("start")
-    while not os.path.exists(GATE):
-        await asyncio.sleep(0.01)
+    await wait_for_file(GATE)
     _mark("done")
     return n
 

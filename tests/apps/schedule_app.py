@@ -12,6 +12,7 @@ import os
 import time
 
 from fastapi import FastAPI
+from run_marks import append_line
 from taskflow import TaskManager
 
 EVERY = float(os.environ.get("TASKFLOW_TEST_EVERY", "1"))
@@ -25,12 +26,7 @@ task_manager.init_app(app)
 @task_manager.schedule(every=EVERY, name="tick", catch_up=False)
 def tick() -> None:
     now = time.time()
-    line = f"{round(now / EVERY)} {os.getpid()} {now:.3f}\n".encode()
-    fd = os.open(RAN, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    append_line(RAN, f"{round(now / EVERY)} {os.getpid()} {now:.3f}\n")
 
 
 @app.get("/health")
