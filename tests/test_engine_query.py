@@ -546,6 +546,30 @@ async def test_counts_never_go_negative_and_always_sum_to_the_total(tmp_path):
     assert not bad, bad[:5]
 
 
+async def _churn(tm, rng, ok, bad, *, steps, check, every, tags=lambda: None):
+    """Records come, fail (added from a worker thread), are cancelled, retried and pruned,
+    at random; ``check()`` every ``every`` steps and at the end. ``tags()`` tags new tasks."""
+    for step in range(steps):
+        roll = rng.random()
+        if roll < 0.45:
+            await reaches(tm, tm.with_options(tags=tags()).add_task(ok))
+        elif roll < 0.65:
+            await reaches(tm, await asyncio.to_thread(tm.add_task, bad))
+        elif roll < 0.75:
+            tm.cancel(tm.with_options(tags=tags()).add_task(ok))
+        elif roll < 0.85:
+            failed, _ = await tm.query(status="failed", limit=1)
+            if failed:
+                await reaches(tm, await tm.retry(failed[0].task_id))
+        elif roll < 0.9:
+            await tm.prune(older_than=timedelta(seconds=0.05))
+        else:
+            await asyncio.sleep(0.001)
+        if step % every == 0:
+            await check()
+    await check()
+
+
 async def test_a_status_filtered_page_in_memory_counts_exactly_what_is_kept():
     """Without a database, a page filtered by status takes its total from counts kept as
     records come, change and go (eviction, pruning, cancel, retry, threads): they must
@@ -579,24 +603,7 @@ async def test_a_status_filtered_page_in_memory_counts_exactly_what_is_kept():
 
     async with started(tm):
         waiting = [tm.add_task(wait) for _ in range(3)]
-        for step in range(200):
-            roll = rng.random()
-            if roll < 0.5:
-                await reaches(tm, tm.add_task(ok))
-            elif roll < 0.7:
-                await reaches(tm, await asyncio.to_thread(tm.add_task, bad))
-            elif roll < 0.8:
-                pending = tm.add_task(ok)
-                tm.cancel(pending)
-            elif roll < 0.9:
-                failed, _ = await tm.query(status="failed", limit=1)
-                if failed:
-                    await reaches(tm, await tm.retry(failed[0].task_id))
-            else:
-                await tm.prune(older_than=timedelta(seconds=0.05))
-            if step % 25 == 0:
-                await check()
-        await check()
+        await _churn(tm, rng, ok, bad, steps=200, check=check, every=25)
         gate.set()
         for task_id in waiting:
             await reaches(tm, task_id)
@@ -647,25 +654,7 @@ async def test_a_search_in_memory_finds_what_a_walk_over_every_kept_record_finds
     async with started(tm):
         waiting = [tm.with_options(tags={"colour": "Redwood"}).add_task(wait_job)]
         waiting += [tm.add_task(wait_job) for _ in range(2)]
-        for step in range(240):
-            roll = rng.random()
-            if roll < 0.45:
-                await reaches(tm, tm.with_options(tags=tagged()).add_task(ok_job))
-            elif roll < 0.65:
-                await reaches(tm, await asyncio.to_thread(tm.add_task, fail_job))
-            elif roll < 0.75:
-                tm.cancel(tm.with_options(tags=tagged()).add_task(ok_job))
-            elif roll < 0.85:
-                failed, _ = await tm.query(status="failed", limit=1)
-                if failed:
-                    await reaches(tm, await tm.retry(failed[0].task_id))
-            elif roll < 0.9:
-                await tm.prune(older_than=timedelta(seconds=0.05))
-            else:
-                await asyncio.sleep(0.001)
-            if step % 20 == 0:
-                await check()
-        await check()
+        await _churn(tm, rng, ok_job, fail_job, steps=240, check=check, every=20, tags=tagged)
         gate.set()
         for task_id in waiting:
             await reaches(tm, task_id)
