@@ -534,6 +534,11 @@ def _found(needle: str, f: tuple[Any, ...], *, name_checked: bool = False) -> bo
     )
 
 
+def _id_like(needle: str) -> bool:
+    """Whether lower-case ``needle`` could start a task id (lower-case hex and dashes)."""
+    return not needle.strip("0123456789abcdef-")
+
+
 def _created_key(entry: Any) -> tuple[float, str]:
     """A kept entry's sort key by creation, as the database orders: created, then id."""
     if type(entry) is tuple:
@@ -864,7 +869,7 @@ class _Store:
         start an id (ids have no index) or the store is far beyond the search window."""
         records = self.records
         excess = len(records) - _SEARCH_WINDOW
-        if not needle.strip("0123456789abcdef-") or excess > _SEARCH_WINDOW:
+        if _id_like(needle) or excess > _SEARCH_WINDOW:
             return None
         hits = {name for name in self.kept_names if needle in name.lower()}
         extra = set()
@@ -907,8 +912,7 @@ class _Store:
     ) -> tuple[list[TaskRecord | tuple[Any, ...]], int]:
         """``page`` for ``q`` alone, sorted by creation: what ``_found`` matches."""
         named: dict[str, bool] = {}  # function name -> holds the needle (names are few)
-        # Ids are lower-case hex and dashes: a needle with anything else is no id prefix.
-        id_like = not needle.strip("0123456789abcdef-")
+        id_like = _id_like(needle)
         found: list[TaskRecord | tuple[Any, ...]] = []
         total, stop = 0, offset + limit
         for entry in reversed(candidates) if descending else candidates:
@@ -1713,7 +1717,7 @@ class _Storage:
                 ),
             ]
             matches, match_params = [named, rare], [part, *rare_params]
-            if not q.lower().strip("0123456789abcdef-"):  # it could start an id
+            if _id_like(q.lower()):
                 prefix = _like(q).lower() + "%"
                 matches.append("task_id LIKE ? ESCAPE '\\'")
                 match_params.append(prefix)
