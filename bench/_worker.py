@@ -808,6 +808,13 @@ async def run_wrk(port, seconds, conns, max_requests, script, delay_ms=0):
     return stdout.decode(errors="replace")
 
 
+async def spawn_self(*argv, **kwargs):
+    """This script in a child process, running one of its helper commands (SSE clients, a
+    queue's worker, the dashboard's server)."""
+    script = str(Path(__file__))
+    return await asyncio.create_subprocess_exec(sys.executable, script, *argv, **kwargs)
+
+
 def free_port():
     # (Handing uvicorn an already bound socket made every request wait ~40 ms for a delayed
     # ACK on this machine, so uvicorn binds the port itself.)
@@ -864,9 +871,7 @@ async def sc_uvicorn(args, problems, sse_clients=0):
             await run_wrk(port, 2 * seconds, conns, limit, script)
             before, _ = await measured()
             result["none_before"] = before
-            clients_proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(Path(__file__)),
+            clients_proc = await spawn_self(
                 "sse-clients",
                 "-",
                 "--port",
@@ -1418,9 +1423,7 @@ async def procrastinate_latency(args, problems, n, paced_n, rate):
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
     concurrency = args.concurrency or PROCRASTINATE_CONCURRENCY
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(Path(__file__)),
+    worker = await spawn_self(
         "procrastinate-worker",
         "-",
         "--pg-url",
@@ -1820,9 +1823,7 @@ async def arq_latency(args, problems, n, paced_n, rate, conc):
         pool = await arq.create_pool(RedisSettings(host="127.0.0.1", port=port))
         info = await pool.info("server")
         result["redis_version"] = info.get("redis_version")
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(Path(__file__)),
+        worker = await spawn_self(
             "arq-worker",
             "-",
             "--port",
@@ -2187,9 +2188,7 @@ async def sc_dashboard(args, problems):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     dashboard = f"{base}/tasks/dashboard"
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(Path(__file__)),
+    server = await spawn_self(
         "dashboard-server",
         "ours",
         "--db",
