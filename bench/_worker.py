@@ -223,19 +223,31 @@ class Tracked:
         self.tm.task(**options)(func)
         return func
 
-    def build_app(self, func, admin=True):
-        from fastapi import Depends, FastAPI
+    def build_app(self, func, admin=True, auto_install=False):
+        """The enqueue app; ``auto_install``: a plain ``BackgroundTasks`` parameter after
+        ``TaskAdmin(..., auto_install=True)`` instead of ``Depends(tm.get_tasks)``."""
+        from fastapi import BackgroundTasks, Depends, FastAPI
 
         app = FastAPI()
         if admin:
-            self.mod.TaskAdmin(app, self.tm)
+            self.mod.TaskAdmin(app, self.tm, **({"auto_install": True} if auto_install else {}))
         tm, ids = self.tm, self.ids
 
-        @app.post("/enqueue")
-        async def enqueue(tasks=Depends(tm.get_tasks)):
-            task_id = tasks.add_task(func)
-            ids.append(task_id)
-            return {"task_id": task_id}
+        if auto_install:
+
+            @app.post("/enqueue")
+            async def enqueue_plain_parameter(background_tasks: BackgroundTasks):
+                task_id = background_tasks.add_task(func)
+                ids.append(task_id)
+                return {"task_id": task_id}
+
+        else:
+
+            @app.post("/enqueue")
+            async def enqueue(tasks=Depends(tm.get_tasks)):
+                task_id = tasks.add_task(func)
+                ids.append(task_id)
+                return {"task_id": task_id}
 
         return app
 
@@ -688,7 +700,12 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
     impl = IMPLS[args.impl](**options)
     func = noop_async if kind == "async" else noop_sync
     impl.register(func, **register)
-    app = impl.build_app(func)
+    if args.variant == "auto_install" and args.impl == "ours":
+        # The drop-in path: FastAPI special-cases a BackgroundTasks parameter, where
+        # Depends(tm.get_tasks) is a sub-dependency to solve on every request.
+        app = impl.build_app(func, auto_install=True)
+    else:
+        app = impl.build_app(func)
     stop = await start_app(app)  # as a server starts it (ours: TaskAdmin starts the manager)
     n, warm, conc = (
         size("enqueue_n", quick),

@@ -168,8 +168,10 @@ SCENARIOS = [
                 "queues",
                 targets=[Target("variant:", ">=", 0.95)],
             ),
+            # The drop-in path (info): a plain BackgroundTasks parameter, auto_install=True.
+            Measure("req/s, auto_install", "rps", "auto_install"),
         ],
-        variants={"": [], "queues": []},
+        variants={"": [], "queues": [], "auto_install": []},
         runs={"plain": [""], "peer": [""]},
         rounds=9,
     ),
