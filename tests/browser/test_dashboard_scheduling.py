@@ -290,24 +290,22 @@ def test_queues_panel_follows_a_limited_queue(dashboard, page_log: PageLog, serv
         refused = client.post(f"/demo/queued/{prefix}-refused")
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
 
-    # Open the running task's gate, one at a time: the counts follow.
-    for waiting in (2, 1, 0):
+    def open_running(what):
+        """Open the gate of the newsletter that runs now."""
         running = wait_for(
             lambda: admin.get(
                 BASE_PATH, params={"status": "running", "func_name": "send_newsletter"}
             ).json(),
-            "a running newsletter",
+            what,
         )
         post(server, f"/demo/open/{running[0]['tags']['gate']}")
+
+    # Open the running task's gate, one at a time: the counts follow.
+    for waiting in (2, 1, 0):
+        open_running("a running newsletter")
         expect(cell(email, "waiting")).to_have_text(str(waiting))
         expect(cell(email, "running")).to_have_text("1")
-    last = wait_for(
-        lambda: admin.get(
-            BASE_PATH, params={"status": "running", "func_name": "send_newsletter"}
-        ).json(),
-        "the last newsletter",
-    )
-    post(server, f"/demo/open/{last[0]['tags']['gate']}")
+    open_running("the last newsletter")
     expect(cell(email, "running")).to_have_text("0")
     expect(cell(email, "waiting")).to_have_text("0")
     expect(cell(email, "done")).to_have_text(str(done_before + 4))
