@@ -3151,7 +3151,7 @@ def _plain_background_tasks() -> BackgroundTasks:
     object, so other apps in the same process keep FastAPI's own class.
     """
     installed = _installed.get()
-    if installed is None:
+    if installed is None or installed[1] is None:
         return BackgroundTasks()
     manager, scope = installed
     tasks = ManagedBackgroundTasks(manager)
@@ -3159,7 +3159,9 @@ def _plain_background_tasks() -> BackgroundTasks:
     return tasks
 
 
-_installed: contextvars.ContextVar[tuple[TaskManager, Any] | None] = contextvars.ContextVar(
+# [manager, the request's scope], the scope emptied when the request ends: tasks run in
+# copies of the request's context, and must not keep the whole request alive.
+_installed: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "taskflow_installed", default=None
 )
 
@@ -3175,10 +3177,12 @@ class _InstallMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = _installed.set((self.manager, scope))
+        installed = [self.manager, scope]
+        token = _installed.set(installed)
         try:
             await self.app(scope, receive, send)
         finally:
+            installed[1] = None
             _installed.reset(token)
 
 

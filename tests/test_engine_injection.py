@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import subprocess
 import sys
 import textwrap
 import threading
 import uuid
+import weakref
 from pathlib import Path
 
 import pytest
 from apps.engine_support import client, reaches, serve, started, status_of
-from fastapi import BackgroundTasks, Depends, FastAPI
+from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from taskflow import ManagedBackgroundTasks, TaskManager, TaskStatus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +174,50 @@ async def test_managed_background_tasks_annotation_without_install_is_not_silent
     with pytest.raises(RuntimeError, match=r"(?s)install\(app\).*/go \(background_tasks\)"):
         async with serve(app):
             pass
+
+
+@pytest.mark.parametrize("setup", ["install", "depends"])
+async def test_a_running_task_does_not_keep_its_request_alive(setup):
+    """A task runs in a copy of its request's context; that copy must not hold the
+    request (its scope, state, body) for as long as the task runs."""
+    tm = TaskManager()
+    app = FastAPI()
+    if setup == "install":
+        tm.install(app)
+    release = asyncio.Event()
+    refs: list[weakref.ref] = []
+
+    class Bulky:  # what an endpoint may hang on its request: a parsed upload, a session
+        pass
+
+    async def job():
+        await release.wait()
+
+    if setup == "install":
+
+        @app.post("/go")
+        async def go(request: Request, background_tasks: BackgroundTasks):
+            request.state.bulky = bulky = Bulky()
+            refs.append(weakref.ref(bulky))
+            return {"task_id": background_tasks.add_task(job)}
+
+    else:
+
+        @app.post("/go")
+        async def go(request: Request, tasks=Depends(tm.get_tasks)):
+            request.state.bulky = bulky = Bulky()
+            refs.append(weakref.ref(bulky))
+            return {"task_id": tasks.add_task(job)}
+
+    tm.init_app(app)
+    async with serve(app) as http:
+        task_id = (await http.post("/go")).json()["task_id"]
+        await reaches(tm, task_id, "running")
+        gc.collect()
+        alive = refs[0]() is not None
+        release.set()
+        assert (await reaches(tm, task_id)).status is TaskStatus.SUCCESS
+    assert not alive, "the running task kept its request's objects alive"
 
 
 async def test_two_apps_in_one_process_each_follow_their_own_setup():
