@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -14,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -785,6 +787,85 @@ async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(sn
         )
         assert b.add_task(job, "b", idempotency_key="charge-42") == first
     assert runs == ["a"]
+
+
+async def test_an_idempotency_key_dedupes_across_processes_before_any_batch_is_written(
+    snapshot_target: str,
+):
+    """A client retries on another host a request whose first try is still in flight: the
+    key must hold at once, not after the first task's row is written in a batch."""
+    db = snapshot_target
+    runs: list[str] = []
+
+    async def job(worker):
+        runs.append(worker)
+
+    a = TaskManager(snapshot_db=db, snapshot_interval=3600)  # no batch write in this test
+    b = TaskManager(snapshot_db=db, snapshot_interval=3600)
+    for tm in (a, b):
+        tm.task(name="job")(job)
+    async with started(a), started(b):
+        first = a.add_task(job, "a", idempotency_key="order-7")
+        assert b.add_task(job, "b", idempotency_key="order-7") == first
+        assert a.add_task(job, "a", idempotency_key="order-7") == first
+        await reaches(a, first)
+        assert b.get(first) is None  # b added nothing of its own
+    assert runs == ["a"]
+
+
+async def test_processes_adding_one_key_at_the_same_moment_get_one_task(snapshot_target: str):
+    """Sync endpoints of two processes add one key from many threads at once."""
+    db = snapshot_target
+    runs: list[str] = []
+
+    def job(worker):
+        runs.append(worker)
+
+    a = TaskManager(snapshot_db=db, snapshot_interval=3600)
+    b = TaskManager(snapshot_db=db, snapshot_interval=3600)
+    for tm in (a, b):
+        tm.task(name="job")(job)
+    async with started(a), started(b):
+        start = threading.Barrier(8)
+
+        def add(i: int) -> str:
+            tm = (a, b)[i % 2]
+            start.wait()
+            return tm.add_task(job, f"{'ab'[i % 2]}{i}", idempotency_key="invoice-9")
+
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            ids = await asyncio.gather(*(loop.run_in_executor(pool, add, i) for i in range(8)))
+        assert len(set(ids)) == 1, ids
+        owner = a if a.get(ids[0]) is not None else b
+        await reaches(owner, ids[0])
+    assert len(runs) == 1
+    assert db_scalar(db, "SELECT count(*) FROM tasks WHERE idempotency_key = 'invoice-9'") == 1
+
+
+async def test_a_key_freed_by_a_failure_is_claimed_again_before_the_failure_is_written(
+    snapshot_target: str,
+):
+    db = snapshot_target
+    fail = {"first": True}
+
+    async def job():
+        if fail.pop("first", False):
+            raise RuntimeError("declined")
+
+    a = TaskManager(snapshot_db=db, snapshot_interval=3600)
+    b = TaskManager(snapshot_db=db, snapshot_interval=3600)
+    for tm in (a, b):
+        tm.task(name="job")(job)
+    async with started(a), started(b):
+        failed = a.add_task(job, idempotency_key="pay-3")
+        assert (await reaches(a, failed)).status is TaskStatus.FAILED
+        # The database still says pending; a knows better, so the key is free for it...
+        again = a.add_task(job, idempotency_key="pay-3")
+        assert again != failed
+        assert (await reaches(a, again)).status is TaskStatus.SUCCESS
+        # ...and the new task holds it for every process.
+        assert b.add_task(job, idempotency_key="pay-3") == again
 
 
 # -- cancellation in the middle of a write ----------------------------------------------------

@@ -190,6 +190,8 @@ _FINAL = frozenset(
     {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED}
 )
 _LIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SCHEDULED})
+# A task that ended so frees its idempotency key: a client that retries gets a new task.
+_FREES_KEY = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED})
 # The statuses under plain names, for the paths every task takes: reading a member
 # through its class (TaskStatus.PENDING) costs an enum metaclass lookup, ten times
 # the cost of a global.
@@ -1250,6 +1252,10 @@ _MIGRATIONS: dict[int, list[str]] = {
 }
 _ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(","))) + ")"
 _ROWS_PER_STATEMENT = 1000  # 20 columns each: below both dialects' limits on parameters
+# The newest task of an idempotency key (on the partial index tasks_idem).
+_KEY_LOOKUP = (
+    "SELECT task_id, status FROM tasks WHERE idempotency_key = ? ORDER BY created_at DESC LIMIT 1"
+)
 _UPSERT_HEAD = f"INSERT INTO tasks ({_COLUMNS}) VALUES "
 # An update sets only what can change after a task is created: indices over the
 # other columns (created_at, func_name, idempotency_key) are then left alone.
@@ -1278,6 +1284,10 @@ _UPSERT_TAIL = (
     + " WHERE (tasks.owner IS NULL OR tasks.owner = excluded.owner)"
     + f" AND (excluded.{_FINISHED} OR NOT tasks.{_FINISHED})"
 )
+_UPSERT_ONE = _UPSERT_HEAD + _ROW_MARKS + _UPSERT_TAIL
+# How long add_task waits for SQLite's write lock to claim an idempotency key (another
+# process's batch holds it for milliseconds); past it, the task is added unchecked.
+_CLAIM_WAIT = 2.0
 # Sort keys; the nullable ones sort NULLs as SQLite does (first ascending, last
 # descending), so that both dialects give the same page.
 _SORTS = {
@@ -1471,6 +1481,9 @@ class _Storage:
     def _lookup_key(self, key: str) -> tuple[Any, ...] | None:
         raise NotImplementedError
 
+    def _claim(self, key: str, row: tuple[Any, ...], freed: str | None) -> tuple[str | None, bool]:
+        raise NotImplementedError
+
     async def listen(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the loop) when another process writes; where the
         dialect can tell. Called on every maintenance turn: it re-listens after a
@@ -1495,6 +1508,24 @@ class _Storage:
             logger.warning("cannot look up idempotency key %r in %s", key, self.target)
             return None
         return (row[0], TaskStatus(row[1])) if row else None
+
+    def claim_key(
+        self, key: str, row: tuple[Any, ...], freed: str | None
+    ) -> tuple[str | None, bool]:
+        """Claim idempotency ``key`` for a new task, whose ``tasks`` row is ``row``:
+        (the id of the task that holds the key already, or None; whether ``row`` was
+        written).
+
+        Finding the key's newest task and writing the new one are one transaction that
+        no other process can interleave with: two processes, or two hosts, adding one
+        key at once get one task. ``freed`` is this process's own task of the key,
+        known to have failed or been cancelled (its end may not be written yet).
+        Synchronous, as ``add_task`` is; raises when the database cannot answer.
+        """
+        try:
+            return self._claim(key, row, freed)
+        except self.row_errors:  # a hostile string in the row: written cleaned
+            return self._claim(key, tuple(_clean(v) if type(v) is str else v for v in row), freed)
 
     async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> bool:
         """Upsert ``rows`` (and refresh this process's heartbeat).
@@ -1994,6 +2025,10 @@ class _SQLiteStorage(_Storage):
         self.conn: aiosqlite.Connection | None = None
         self._readers = threading.local()  # read-only sqlite3 connections for key lookups
         self._reader_conns: list[sqlite3.Connection] = []
+        self._writers = threading.local()  # and read-write ones for key claims
+        self._writer_conns: list[sqlite3.Connection] = []
+        self._loop_thread: int | None = None  # the thread whose loop drives self.conn
+        self._transacting = False  # self.conn holds the write lock across awaits
 
     @property
     def ready(self) -> bool:
@@ -2017,6 +2052,7 @@ class _SQLiteStorage(_Storage):
             if isinstance(worker, threading.Thread) and not worker.is_alive():
                 worker.daemon = True
             self.conn = await connection
+            self._loop_thread = threading.get_ident()
             await self.conn.execute("PRAGMA busy_timeout = 30000")
             await self.atomic(self._check_and_create)  # one process at a time migrates
             await self._use_wal()
@@ -2082,15 +2118,19 @@ class _SQLiteStorage(_Storage):
     async def _transaction(self, work: Callable[[], Awaitable[Any]]) -> Any:
         assert self.conn is not None
         conn = self.conn
-        await conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
+        self._transacting = True
         try:
-            result = await work()
-            await conn.execute("COMMIT")
-            return result
-        except BaseException:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise
+            await conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
+            try:
+                result = await work()
+                await conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise
+        finally:
+            self._transacting = False
 
     async def _check_and_create(self) -> None:
         app_id = await self.scalar("PRAGMA application_id")
@@ -2116,10 +2156,11 @@ class _SQLiteStorage(_Storage):
                 await self.execute(f"PRAGMA user_version = {version}")
 
     async def close(self) -> None:
-        for reader in self._reader_conns:
-            reader.close()  # sqlite3 connections may be closed from any thread
+        for side in (*self._reader_conns, *self._writer_conns):
+            side.close()  # sqlite3 connections may be closed from any thread
         self._reader_conns.clear()
-        self._readers = threading.local()
+        self._writer_conns.clear()
+        self._readers, self._writers = threading.local(), threading.local()
         if self.conn is not None:
             conn, self.conn = self.conn, None
             try:
@@ -2135,12 +2176,34 @@ class _SQLiteStorage(_Storage):
             conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
             self._readers.conn = conn
             self._reader_conns.append(conn)
-        row: tuple[Any, ...] | None = conn.execute(
-            "SELECT task_id, status FROM tasks WHERE idempotency_key = ? "
-            "ORDER BY created_at DESC LIMIT 1",
-            (key,),
-        ).fetchone()
+        row: tuple[Any, ...] | None = conn.execute(_KEY_LOOKUP, (key,)).fetchone()
         return row
+
+    def _claim(self, key: str, row: tuple[Any, ...], freed: str | None) -> tuple[str | None, bool]:
+        if self._transacting and threading.get_ident() == self._loop_thread:
+            # This process's own transaction holds the write lock and needs this loop,
+            # which waiting for the lock would block: look the key up, claim nothing.
+            return _key_holder(self._lookup_key(key), freed), False
+        conn = getattr(self._writers, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=_CLAIM_WAIT, check_same_thread=False
+            )
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._writers.conn = conn
+            self._writer_conns.append(conn)
+        # BEGIN IMMEDIATE takes the file's write lock: processes claiming take turns.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            holder = _key_holder(conn.execute(_KEY_LOOKUP, (key,)).fetchone(), freed)
+            if holder is None:
+                conn.execute(_UPSERT_ONE, row)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return holder, holder is None
 
 
 # -- PostgreSQL ----------------------------------------------------------------------
@@ -2193,6 +2256,14 @@ _pg_statements: dict[str, str] = {}  # ``?`` SQL -> ``$n`` SQL
 
 def _is_postgres_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
+
+
+def _key_holder(found: Any, freed: str | None) -> str | None:
+    """The task that holds an idempotency key, given the key's newest task (task_id,
+    status) in the database; None when the key is free."""
+    if found is None or found[0] == freed or TaskStatus(found[1]) in _FREES_KEY:
+        return None
+    return found[0]  # type: ignore[no-any-return]
 
 
 def _pg_sql(sql: str) -> str:
@@ -2262,6 +2333,8 @@ class _PostgresStorage(_Storage):
         self._tx: contextvars.ContextVar[Any] = contextvars.ContextVar("taskflow_pg_tx")
         self._keys: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
         self._key_conn: Any = None
+        self._key_turn: asyncio.Lock | None = None  # one statement at a time on _key_conn
+        self._keys_made = threading.Lock()
         self._listener: Any = None
 
     @property
@@ -2441,26 +2514,48 @@ class _PostgresStorage(_Storage):
             self._tx.set(conn)
             return await work()
 
-    def _lookup_key(self, key: str) -> tuple[Any, ...] | None:
-        # add_task is synchronous and asyncpg is not: the lookup runs on a small loop of
-        # its own, with one connection, and this thread waits for it (one round trip).
-        if self._keys is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="taskflow-keys", daemon=True)
-            thread.start()
-            self._keys = (loop, thread)
-        future = asyncio.run_coroutine_threadsafe(self._lookup_on_loop(key), self._keys[0])
-        return future.result(10)  # type: ignore[no-any-return]
+    def _on_key_loop(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
+        # add_task is synchronous and asyncpg is not: key lookups and claims run on a
+        # small loop of their own, with one connection, and this thread waits for them.
+        with self._keys_made:  # once, whichever thread asks first
+            if self._keys is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="taskflow-keys", daemon=True
+                )
+                thread.start()
+                self._keys = (loop, thread)
 
-    async def _lookup_on_loop(self, key: str) -> tuple[Any, ...] | None:
-        if self._key_conn is None or self._key_conn.is_closed():
-            self._key_conn = await self.asyncpg.connect(**self._connect_args())
-        row = await self._key_conn.fetchrow(
-            "SELECT task_id, status FROM tasks WHERE idempotency_key = $1 "
-            "ORDER BY created_at DESC LIMIT 1",
-            key,
-        )
-        return tuple(row) if row is not None else None
+        async def on_loop() -> Any:
+            if self._key_turn is None:
+                self._key_turn = asyncio.Lock()
+            async with self._key_turn:  # sync endpoints' threads may ask at once
+                if self._key_conn is None or self._key_conn.is_closed():
+                    self._key_conn = await self.asyncpg.connect(**self._connect_args())
+                return await work(self._key_conn)
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), self._keys[0]).result(10)
+
+    def _lookup_key(self, key: str) -> tuple[Any, ...] | None:
+        async def lookup(conn: Any) -> tuple[Any, ...] | None:
+            row = await conn.fetchrow(_pg_sql(_KEY_LOOKUP), key)
+            return tuple(row) if row is not None else None
+
+        return self._on_key_loop(lookup)  # type: ignore[no-any-return]
+
+    def _claim(self, key: str, row: tuple[Any, ...], freed: str | None) -> tuple[str | None, bool]:
+        async def claim(conn: Any) -> tuple[str | None, bool]:
+            async with conn.transaction():
+                # Claims of one key take turns; the lock ends with the transaction.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))", key, _PG_LOCK
+                )
+                holder = _key_holder(await conn.fetchrow(_pg_sql(_KEY_LOOKUP), key), freed)
+                if holder is None:
+                    await conn.execute(_pg_sql(_UPSERT_ONE), *row)
+            return holder, holder is None
+
+        return self._on_key_loop(claim)  # type: ignore[no-any-return]
 
 
 # -- Keeping the database in step with memory -------------------------------------
@@ -3744,7 +3839,7 @@ class TaskManager(_Adds):
                     f"idempotency_key must be a non-empty string, got {idempotency_key!r}"
                 )
             idempotency_key = _clean(idempotency_key)
-            existing = self._by_idempotency(idempotency_key)
+            existing, freed = self._by_idempotency(idempotency_key)
             if existing is not None:
                 return None, existing
         if tags is not None:
@@ -3777,6 +3872,12 @@ class TaskManager(_Adds):
             record.status = _SCHEDULED  # it joins its queue when due
         else:
             lane.admit()  # raises QueueFull when max_size tasks wait already
+        if idempotency_key is not None and self._db is not None and self._db.ready:
+            existing = self._claim_key(record, freed)
+            if existing is not None:  # another process's task holds the key
+                if not delayed:
+                    lane.started()  # not waiting after all
+                return None, existing
         job = _Job(self, record, func, config, is_async)
         job.held = held
         job.queued = not delayed
@@ -3792,7 +3893,10 @@ class TaskManager(_Adds):
             self._event(record, "info", "created")
         return job, record.task_id
 
-    def _by_idempotency(self, key: str) -> str | None:
+    def _by_idempotency(self, key: str) -> tuple[str | None, str | None]:
+        """(the task that holds ``key`` as far as this process knows, or None; the task
+        of this process that freed it, if any). With the database open, tasks of other
+        processes are found by ``_claim_key``, in the same step as the claim."""
         store = self._store
         task_id = store.idempotency.get(key)
         entry = store.records.get(task_id) if task_id is not None else None
@@ -3800,15 +3904,42 @@ class TaskManager(_Adds):
             status = _frozen_status(entry) if type(entry) is tuple else entry.status
         elif key in store.idempotency_gone:
             task_id, status = store.idempotency_gone[key]
-        elif self._db is not None and (found := self._db.find_key(key)) is not None:
+        elif (
+            self._db is not None
+            and not self._db.ready
+            and (found := self._db.find_key(key)) is not None
+        ):
             task_id, status = found
         else:
-            return None
+            return None, None
         # A failed, cancelled or interrupted task frees its key: a client that retries a
         # request whose tasks were cancelled (because the request failed) must get new ones.
-        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED):
+        if status in _FREES_KEY:
+            return None, task_id
+        return task_id, None
+
+    def _claim_key(self, record: TaskRecord, freed: str | None) -> str | None:
+        """Claim the new ``record``'s idempotency key in the database, writing its row
+        (see ``_Storage.claim_key``); the id of another task that holds the key, or
+        None. When the database cannot answer, the task is added unchecked, as
+        without a database, and a warning says so."""
+        db = self._db
+        assert db is not None and record.idempotency_key is not None
+        try:
+            existing, written = db.claim_key(
+                record.idempotency_key, _row(_freeze(record), db.owner), freed
+            )
+        except Exception as exc:
+            logger.warning(
+                "taskflow: cannot claim idempotency key %r in %s (%s); the task is added "
+                "without checking other processes",
+                record.idempotency_key,
+                db.target,
+                type(exc).__name__,
+            )
             return None
-        return task_id
+        record.durable = written
+        return existing
 
     def _release_from_any_thread(self, job: _Job) -> None:
         """``_release``, handed to the loop when called from another thread."""
