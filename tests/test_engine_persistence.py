@@ -868,6 +868,38 @@ async def test_a_key_freed_by_a_failure_is_claimed_again_before_the_failure_is_w
         assert b.add_task(job, idempotency_key="pay-3") == again
 
 
+async def test_a_key_claim_does_not_wait_for_this_process_own_sqlite_transaction(tmp_path, caplog):
+    """This process's maintenance transaction holds SQLite's write lock and needs the loop to
+    go on; a claim made on that loop must not wait for the lock (it would wait in vain until
+    its timeout, with the loop stopped): it looks the key up instead."""
+    db = str(tmp_path / "tasks.db")
+    tm = TaskManager(snapshot_db=db, snapshot_interval=3600)
+
+    async def job():
+        return None
+
+    tm.task(name="job")(job)
+    async with started(tm):
+        first = tm.add_task(job, idempotency_key="held")
+        inside, release = asyncio.Event(), asyncio.Event()
+
+        async def work():
+            await tm._db.execute("UPDATE instances SET heartbeat = heartbeat")
+            inside.set()
+            await release.wait()
+
+        transaction = asyncio.ensure_future(tm._db.atomic(work))
+        await inside.wait()
+        with caplog.at_level(logging.WARNING, logger="taskflow"):
+            assert tm.add_task(job, idempotency_key="held") == first  # memory knows it
+            other = tm.add_task(job, idempotency_key="new-during-transaction")
+        release.set()
+        await transaction
+        assert other != first
+        await reaches(tm, other)
+    assert "cannot claim" not in caplog.text
+
+
 # -- cancellation in the middle of a write ----------------------------------------------------
 
 
