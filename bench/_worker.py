@@ -223,9 +223,10 @@ class Tracked:
         self.tm.task(**options)(func)
         return func
 
-    def build_app(self, func, admin=True, auto_install=False):
+    def build_app(self, func, admin=True, auto_install=False, keyed=False):
         """The enqueue app; ``auto_install``: a plain ``BackgroundTasks`` parameter after
-        ``TaskAdmin(..., auto_install=True)`` instead of ``Depends(tm.get_tasks)``."""
+        ``TaskAdmin(..., auto_install=True)`` instead of ``Depends(tm.get_tasks)``;
+        ``keyed``: each request's task has an idempotency key of its own."""
         from fastapi import BackgroundTasks, Depends, FastAPI
 
         app = FastAPI()
@@ -238,6 +239,17 @@ class Tracked:
             @app.post("/enqueue")
             async def enqueue_plain_parameter(background_tasks: BackgroundTasks):
                 task_id = background_tasks.add_task(func)
+                ids.append(task_id)
+                return {"task_id": task_id}
+
+        elif keyed:
+            numbers = iter(range(1 << 62))
+
+            @app.post("/enqueue")
+            async def enqueue_keyed(tasks=Depends(tm.get_tasks)):
+                # A new key each time: every add claims its key in the database.
+                key = f"order-{next(numbers)}"
+                task_id = tasks.with_options(idempotency_key=key).add_task(func)
                 ids.append(task_id)
                 return {"task_id": task_id}
 
@@ -686,7 +698,11 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
     tmp = Path(tempfile.mkdtemp(prefix="tfbench-"))
     target = None
     pg = args.scenario.startswith("pg_")
-    if persist and args.impl != "plain":
+    # keyed: no persist=True, but a database, where every add claims its idempotency key.
+    keyed = args.variant.endswith("keyed") and args.impl == "ours"
+    if keyed:
+        persist = False
+    if (persist or keyed) and args.impl != "plain":
         # pg_persist_enqueue: PostgreSQL (or, with --sqlite, the file as in persist_enqueue)
         target = snapshot_target(args, tmp) if pg else str(tmp / "tasks.db")
     options = {"snapshot_db": target} if target else {}
@@ -704,6 +720,8 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
         # The drop-in path: FastAPI special-cases a BackgroundTasks parameter, where
         # Depends(tm.get_tasks) is a sub-dependency to solve on every request.
         app = impl.build_app(func, auto_install=True)
+    elif keyed:
+        app = impl.build_app(func, keyed=True)
     else:
         app = impl.build_app(func)
     stop = await start_app(app)  # as a server starts it (ours: TaskAdmin starts the manager)
@@ -753,7 +771,7 @@ async def sc_enqueue(args, problems, kind="async", persist=False):
     }
     if write_stats:
         result.update(write_stats)
-    if persist and impl.tracked:
+    if (persist or keyed) and impl.tracked:
         flushed = await impl.history_count(target, status="success")
         result["flushed"] = flushed
         if flushed != len(impl.ids):

@@ -170,8 +170,11 @@ SCENARIOS = [
             ),
             # The drop-in path (info): a plain BackgroundTasks parameter, auto_install=True.
             Measure("req/s, auto_install", "rps", "auto_install"),
+            # Each task with an idempotency key of its own, snapshot_db on a SQLite file
+            # (info): every add claims its key in the file, synchronously.
+            Measure("req/s, idempotency keys, SQLite", "rps", "keyed"),
         ],
-        variants={"": [], "queues": [], "auto_install": []},
+        variants={"": [], "queues": [], "auto_install": [], "keyed": []},
         runs={"plain": [""], "peer": [""]},
         rounds=9,
     ),
@@ -410,8 +413,11 @@ SCENARIOS = [
             Measure("rows per commit", "rows_per_write", "pg", fmt="{:,.1f}"),
             Measure("req/s sqlite", "rps", "sqlite"),
             Measure("ms per commit sqlite", "write_ms", "sqlite", fmt="{:,.2f}"),
+            # Not persist=True: each task with an idempotency key of its own, claimed in
+            # PostgreSQL as it is added (info).
+            Measure("req/s, idempotency keys", "rps", "pg_keyed"),
         ],
-        variants={"pg": [], "sqlite": ["--sqlite"]},
+        variants={"pg": [], "sqlite": ["--sqlite"], "pg_keyed": []},
         runs={"peer": ("pg",)},
         shared=("plain",),
         pg=True,

@@ -1022,6 +1022,7 @@ async def test_a_version_1_database_is_migrated_forward(snapshot_target: str):
     db_execute(db, "ALTER TABLE tasks DROP COLUMN run_at")
     db_execute(db, "DROP INDEX tasks_rare")
     if is_postgres(db):
+        db_execute(db, "DROP FUNCTION taskflow_claim_key")  # schema 7
         db_execute(db, "UPDATE taskflow_schema SET version = 1")
     else:
         db_execute(db, "PRAGMA user_version = 1")
@@ -1032,11 +1033,18 @@ async def test_a_version_1_database_is_migrated_forward(snapshot_target: str):
         assert {"retried_as", "run_at"} <= set(_task_columns(db))
         assert set(_task_columns(db)) == columns
         assert _has_index(db, "tasks_rare")
+        if is_postgres(db):
+            claims = "SELECT count(*) FROM pg_proc WHERE proname = 'taskflow_claim_key'"
+            assert db_scalar(db, claims) == 1
         assert _schema_version(db) == current
         record = await tm2.fetch(task_id)
         assert record is not None and record.to_dict() == before
         assert record.status is TaskStatus.SUCCESS and record.tags == {"kept": "yes"}
         assert (await tm2.query())[1] == 1
+        key = tm2.add_task(lambda: None, idempotency_key="after-migration")
+        keyed = "SELECT count(*) FROM tasks WHERE idempotency_key = 'after-migration'"
+        assert db_scalar(db, keyed) == 1  # claimed: written when added
+        assert tm2.add_task(lambda: None, idempotency_key="after-migration") == key
     assert _schema_version(db) == current
 
 
