@@ -333,13 +333,16 @@ class Ours(Tracked):
 
         async def timed_write(rows, *args, **kwargs):
             t0 = time.perf_counter()
-            await write(rows, *args, **kwargs)
+            # What write() returns matters: False tells the manager that another process
+            # declared it dead, and it then gives up its pending tasks.
+            kept = await write(rows, *args, **kwargs)
             watch.durations.append(time.perf_counter() - t0)
             watch.rows.append(len(rows))
             now = time.time()
             for row in rows:
                 if len(row) > 2 and row[2] in FINAL:
                     watch.written.setdefault(row[0], now)
+            return kept
 
         db.write = timed_write
         return watch
