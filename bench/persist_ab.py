@@ -51,6 +51,7 @@ class Variant(Tracked):
 
             async def sleep_write(self, rows, *, heartbeat=False):
                 await asyncio.sleep(0.0011)
+                return True  # not evicted (False would make the manager give up its tasks)
 
             self.mod._Storage.write = sleep_write
         persist = variant != "nopersist"
