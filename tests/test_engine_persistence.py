@@ -789,6 +789,19 @@ async def test_an_idempotency_key_used_by_another_process_on_the_file_dedupes(sn
     assert runs == ["a"]
 
 
+def _two_processes(db: str, job) -> tuple[TaskManager, TaskManager]:
+    """Two managers on one database, as two processes (or hosts) are, with ``job`` registered
+    under one name, and no batch write for an hour: what they know of each other's tasks is
+    what was written when the tasks were added."""
+    managers = (
+        TaskManager(snapshot_db=db, snapshot_interval=3600),
+        TaskManager(snapshot_db=db, snapshot_interval=3600),
+    )
+    for tm in managers:
+        tm.task(name="job")(job)
+    return managers
+
+
 async def test_an_idempotency_key_dedupes_across_processes_before_any_batch_is_written(
     snapshot_target: str,
 ):
@@ -800,10 +813,7 @@ async def test_an_idempotency_key_dedupes_across_processes_before_any_batch_is_w
     async def job(worker):
         runs.append(worker)
 
-    a = TaskManager(snapshot_db=db, snapshot_interval=3600)  # no batch write in this test
-    b = TaskManager(snapshot_db=db, snapshot_interval=3600)
-    for tm in (a, b):
-        tm.task(name="job")(job)
+    a, b = _two_processes(db, job)
     async with started(a), started(b):
         first = a.add_task(job, "a", idempotency_key="order-7")
         assert b.add_task(job, "b", idempotency_key="order-7") == first
@@ -821,10 +831,7 @@ async def test_processes_adding_one_key_at_the_same_moment_get_one_task(snapshot
     def job(worker):
         runs.append(worker)
 
-    a = TaskManager(snapshot_db=db, snapshot_interval=3600)
-    b = TaskManager(snapshot_db=db, snapshot_interval=3600)
-    for tm in (a, b):
-        tm.task(name="job")(job)
+    a, b = _two_processes(db, job)
     async with started(a), started(b):
         start = threading.Barrier(8)
 
@@ -853,10 +860,7 @@ async def test_a_key_freed_by_a_failure_is_claimed_again_before_the_failure_is_w
         if fail.pop("first", False):
             raise RuntimeError("declined")
 
-    a = TaskManager(snapshot_db=db, snapshot_interval=3600)
-    b = TaskManager(snapshot_db=db, snapshot_interval=3600)
-    for tm in (a, b):
-        tm.task(name="job")(job)
+    a, b = _two_processes(db, job)
     async with started(a), started(b):
         failed = a.add_task(job, idempotency_key="pay-3")
         assert (await reaches(a, failed)).status is TaskStatus.FAILED
