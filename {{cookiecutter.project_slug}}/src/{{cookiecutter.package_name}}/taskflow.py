@@ -1484,7 +1484,9 @@ class _Storage:
     def _lookup_key(self, key: str) -> tuple[Any, ...] | None:
         raise NotImplementedError
 
-    def _claim(self, key: str, row: tuple[Any, ...], freed: str | None) -> tuple[str | None, bool]:
+    def _claim_key(
+        self, key: str, row: tuple[Any, ...], freed: str | None
+    ) -> tuple[str | None, bool]:
         raise NotImplementedError
 
     async def listen(self, callback: Callable[[], None]) -> None:
@@ -1526,9 +1528,11 @@ class _Storage:
         Synchronous, as ``add_task`` is; raises when the database cannot answer.
         """
         try:
-            return self._claim(key, row, freed)
+            return self._claim_key(key, row, freed)
         except self.row_errors:  # a hostile string in the row: written cleaned
-            return self._claim(key, tuple(_clean(v) if type(v) is str else v for v in row), freed)
+            return self._claim_key(
+                key, tuple(_clean(v) if type(v) is str else v for v in row), freed
+            )
 
     async def write(self, rows: list[tuple[Any, ...]], *, heartbeat: bool = False) -> bool:
         """Upsert ``rows`` (and refresh this process's heartbeat).
@@ -1967,11 +1971,20 @@ def _storage_for(target: str, owner: str) -> _Storage:
 
 # -- SQLite --------------------------------------------------------------------------
 
+
+def _key_holder(found: Any, freed: str | None) -> str | None:
+    """The task that holds an idempotency key, given the key's newest task (task_id,
+    status) in the database; None when the key is free."""
+    if found is None or found[0] == freed or TaskStatus(found[1]) in _FREES_KEY:
+        return None
+    return found[0]  # type: ignore[no-any-return]
+
+
 _SQLITE_WORDS = {
     "real": "REAL",
     "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
     "without_rowid": " WITHOUT ROWID",
-    "claim_function": "SELECT 1",  # nothing to create: see _SQLiteStorage._claim
+    "claim_function": "SELECT 1",  # nothing to create: see _SQLiteStorage._claim_key
 }
 _COUNT_NEW = """INSERT INTO task_counts (func_name, status, n, dur_n, dur_sum)
         VALUES (NEW.func_name, NEW.status, 1, NEW.duration IS NOT NULL, coalesce(NEW.duration, 0))
@@ -2183,7 +2196,9 @@ class _SQLiteStorage(_Storage):
         row: tuple[Any, ...] | None = conn.execute(_KEY_LOOKUP, (key,)).fetchone()
         return row
 
-    def _claim(self, key: str, row: tuple[Any, ...], freed: str | None) -> tuple[str | None, bool]:
+    def _claim_key(
+        self, key: str, row: tuple[Any, ...], freed: str | None
+    ) -> tuple[str | None, bool]:
         if self._transacting and threading.get_ident() == self._loop_thread:
             # This process's own transaction holds the write lock and needs this loop,
             # which waiting for the lock would block: look the key up, claim nothing.
@@ -2286,14 +2301,6 @@ _pg_statements: dict[str, str] = {}  # ``?`` SQL -> ``$n`` SQL
 
 def _is_postgres_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
-
-
-def _key_holder(found: Any, freed: str | None) -> str | None:
-    """The task that holds an idempotency key, given the key's newest task (task_id,
-    status) in the database; None when the key is free."""
-    if found is None or found[0] == freed or TaskStatus(found[1]) in _FREES_KEY:
-        return None
-    return found[0]  # type: ignore[no-any-return]
 
 
 def _pg_sql(sql: str) -> str:
@@ -2573,7 +2580,9 @@ class _PostgresStorage(_Storage):
 
         return self._on_key_loop(lookup)  # type: ignore[no-any-return]
 
-    def _claim(self, key: str, row: tuple[Any, ...], freed: str | None) -> tuple[str | None, bool]:
+    def _claim_key(
+        self, key: str, row: tuple[Any, ...], freed: str | None
+    ) -> tuple[str | None, bool]:
         # One round trip: taskflow_claim_key (_PG_CLAIM_KEY) takes a lock on the key for its
         # transaction, looks, and writes the row when the key is free.
         fields = dict(zip(_COLUMN_NAMES, row, strict=True))
